@@ -1,0 +1,263 @@
+"""Shared numerics for the scorers: PCA, standardisation, ranks and correlations.
+
+Everything here is a pure, jittable function of arrays for ONE model. Arrays may carry padded
+feature columns (zeros) described by a boolean ``mask`` of valid columns; every function gives
+the unpadded result for them. Matrix products use ``precision=HIGHEST`` so that GPUs do not
+silently fall back to TF32 (about 1e-3 relative error, see METRICS.md).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "accurate_sum",
+    "average_ranks",
+    "center",
+    "column_mask",
+    "matmul",
+    "pca",
+    "pearson",
+    "row_correlation_distance",
+    "spearman",
+    "spearman_two_valued",
+    "standardize",
+    "upper_triangle",
+]
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` at full float32 precision on every backend."""
+    return jnp.matmul(a, b, precision=HIGHEST)
+
+
+def column_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Valid-column mask of ``x: [n, d]`` as ``x.dtype`` ``[d]`` (all ones when ``mask`` is None)."""
+    if mask is None:
+        return jnp.ones(x.shape[-1], x.dtype)
+    return jnp.asarray(mask).astype(x.dtype)
+
+
+def accurate_sum(x: jax.Array, *, block: int = 256) -> jax.Array:
+    """Sum of all entries of ``x`` by two-level (blocked) summation.
+
+    A flat float32 reduction over ~10^5 rank products loses several digits; summing blocks of
+    ``block`` first keeps the error near ``(block + size / block) * eps`` of the magnitudes.
+    """
+    flat = jnp.ravel(x)
+    size = flat.shape[0]
+    if size <= block:
+        return jnp.sum(flat)
+    pad = (-size) % block
+    flat = jnp.pad(flat, (0, pad))
+    return jnp.sum(jnp.sum(flat.reshape(-1, block), axis=1))
+
+
+def center(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Subtract column means of ``x: [n, d]``; padded (masked-out) columns stay zero."""
+    m = column_mask(x, mask)
+    return (x - jnp.mean(x, axis=0)) * m
+
+
+def standardize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Per column zero mean and unit population std, for ``x: [n, d]``.
+
+    A column whose entries are all equal (zero variance) is left at zero. Constancy is tested
+    exactly (``max == min``) rather than by a variance threshold: the float mean of identical
+    numbers need not equal them, which would otherwise turn a constant column into +-1 noise.
+    """
+    m = column_mask(x, mask)
+    xc = x - jnp.mean(x, axis=0)
+    std = jnp.sqrt(jnp.mean(xc * xc, axis=0))
+    constant = jnp.max(x, axis=0) == jnp.min(x, axis=0)
+    keep = jnp.logical_and(~constant, m > 0)
+    safe = jnp.where(keep, std, 1.0)
+    return jnp.where(keep, xc / safe, 0.0)
+
+
+def _sign_fix(loadings: jax.Array) -> jax.Array:
+    """Signs ``[f]`` making the largest-|.| entry of each loading column positive.
+
+    ``loadings: [d, f]``. ``argmax`` returns the lowest index on ties, as METRICS.md asks.
+    """
+    idx = jnp.argmax(jnp.abs(loadings), axis=0)
+    pivot = jnp.take_along_axis(loadings, idx[None, :], axis=0)[0]
+    return jnp.where(pivot < 0, -1.0, 1.0).astype(loadings.dtype)
+
+
+@partial(jax.jit, static_argnames=("n_dims",))
+def pca(
+    x: jax.Array, n_dims: int, mask: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Exact PCA of ``x: [n, d]`` to ``f = min(n_dims, n - 1, d_valid)`` components.
+
+    Uses the eigendecomposition of the smaller of the ``n x n`` Gram matrix and the ``d x d``
+    covariance. Component signs follow METRICS.md (largest-magnitude loading positive).
+
+    Returns ``(scores, component_mask)``: ``scores: [n, F]`` with the static width
+    ``F = min(n_dims, n - 1, d)``, and ``component_mask: bool [F]`` marking the model's own ``f``
+    components; columns beyond ``f`` (only possible when ``x`` has padded columns) are zero.
+    """
+    n, d = x.shape
+    width = max(1, min(n_dims, n - 1, d))
+    m = column_mask(x, mask)
+    d_valid = jnp.sum(m).astype(jnp.int32)
+    f_eff = jnp.minimum(jnp.minimum(n_dims, n - 1), d_valid)
+    xc = center(x, mask)
+    if n <= d:
+        gram = matmul(xc, xc.T)
+        _, vecs = jnp.linalg.eigh(gram, symmetrize_input=True)
+        u = vecs[:, ::-1][:, :width]  # [n, F], descending eigenvalues
+        # Loadings up to a positive scale: V = Xc^T U / s, so signs and argmax need no s.
+        loadings = matmul(xc.T, u)
+        scores = matmul(xc, loadings)
+        norms = jnp.linalg.norm(loadings, axis=0)
+        scores = scores / jnp.where(norms > 0, norms, 1.0)
+        signs = _sign_fix(loadings)
+    else:
+        cov = matmul(xc.T, xc)
+        _, vecs = jnp.linalg.eigh(cov, symmetrize_input=True)
+        v = vecs[:, ::-1][:, :width]  # [d, F]
+        signs = _sign_fix(v)
+        scores = matmul(xc, v)
+    comp_mask = jnp.arange(width) < f_eff
+    scores = scores * signs[None, :] * comp_mask[None, :].astype(x.dtype)
+    return scores, comp_mask
+
+
+def row_correlation_distance(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """``1 - corrcoef(rows of x)`` for ``x: [n, d]``, over the valid columns.
+
+    Rows are centred over their valid entries and L2-normalised, then ``D = 1 - Z Z^T``. A
+    constant row has no correlation; it is given correlation 0 (distance 1) with every other
+    row, rather than NaN (np.corrcoef's answer). Scorers validate such rows away where they
+    can (constant label rows) and document this choice where they cannot (features).
+    """
+    m = column_mask(x, mask)
+    count = jnp.maximum(jnp.sum(m), 1.0)
+    mean = jnp.sum(x * m, axis=1, keepdims=True) / count
+    z = (x - mean) * m
+    norm = jnp.linalg.norm(z, axis=1, keepdims=True)
+    z = z / jnp.where(norm > 0, norm, 1.0)
+    corr = matmul(z, z.T)
+    # The diagonal is exactly 0 in exact arithmetic (1 for a constant row by the rule above).
+    n = x.shape[0]
+    eye = jnp.eye(n, dtype=bool)
+    diag = jnp.where(norm[:, 0] > 0, 0.0, 1.0).astype(x.dtype)
+    return jnp.where(eye, diag[:, None], 1.0 - corr)
+
+
+def upper_triangle(m: jax.Array) -> jax.Array:
+    """Entries ``i < j`` of a square ``m: [n, n]`` in row-major order, ``[n (n - 1) / 2]``."""
+    n = m.shape[0]
+    rows, cols = jnp.triu_indices(n, k=1)
+    return m[rows, cols]
+
+
+def _order_keys(v: jax.Array) -> jax.Array:
+    """int32 keys that sort like the float32 values ``v`` (a sign-aware total order).
+
+    Non-negative floats sort like their bit patterns; negative ones need their magnitude bits
+    reversed. ``+ 0.0`` turns -0.0 into +0.0 so that the two compare (and tie) as equal.
+    """
+    bits = lax.bitcast_convert_type((v + 0.0).astype(jnp.float32), jnp.int32)
+    return jnp.where(bits < 0, jnp.int32(-(2**31)) - bits - 1, bits)
+
+
+def _tie_groups(sorted_keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """First and last position (0-based) of each element's tie group in a sorted ``[m]``."""
+    m = sorted_keys.shape[0]
+    pos = jnp.arange(m, dtype=jnp.int32)
+    differs = sorted_keys[1:] != sorted_keys[:-1]
+    starts = jnp.concatenate([jnp.array([True]), differs])
+    ends = jnp.concatenate([differs, jnp.array([True])])
+    first = lax.cummax(jnp.where(starts, pos, 0), axis=0)
+    last = lax.cummin(jnp.where(ends, pos, m - 1), axis=0, reverse=True)
+    return first, last
+
+
+def _twice_centred_ranks(v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Average ranks of ``v: [m]`` as exact integers ``c = 2 r - (m + 1)``, in sorted order.
+
+    Returns ``(c_sorted, order, tie_term)`` where ``order`` is the permutation that sorts ``v``
+    and ``tie_term = sum over tie groups of (t^3 - t)`` for the variance correction.
+    """
+    m = v.shape[0]
+    keys = _order_keys(v)
+    order = jnp.arange(m, dtype=jnp.int32)
+    sorted_keys, order = lax.sort((keys, order), num_keys=1, is_stable=True)
+    first, last = _tie_groups(sorted_keys)
+    c = first + last + 2 - (m + 1)  # 2 * average rank - (m + 1); ranks are 1-based
+    t = (last - first + 1).astype(jnp.float32)
+    tie_term = jnp.sum(t * t - 1.0)  # each group of size t contributes t * (t^2 - 1)
+    return c, order, tie_term
+
+
+def average_ranks(v: jax.Array) -> jax.Array:
+    """1-based average ranks of ``v: [m]`` (ties share their mean rank), as float32.
+
+    Equal to ``scipy.stats.rankdata(v, method="average")`` for float32 inputs.
+    """
+    m = v.shape[0]
+    c, order, _ = _twice_centred_ranks(v)
+    ranks_sorted = (c + (m + 1)).astype(jnp.float32) / 2.0
+    return jnp.zeros(m, jnp.float32).at[order].set(ranks_sorted)
+
+
+def _centred_sum_squares(m: int, tie_term: jax.Array) -> jax.Array:
+    """``sum (r - mean r)^2`` of average ranks of ``m`` items with the given tie term."""
+    mf = jnp.float32(m)
+    return (mf * mf * mf - mf - tie_term) / 12.0
+
+
+def _int_block_sum(c: jax.Array, *, block: int = 4096) -> jax.Array:
+    """Exact int32 sums of blocks of ``c`` (|c| < 2^19), then a float32 sum of the blocks."""
+    size = c.shape[0]
+    pad = (-size) % block
+    blocks = jnp.sum(jnp.pad(c, (0, pad)).reshape(-1, block), axis=1)
+    return jnp.sum(blocks.astype(jnp.float32))
+
+
+def spearman_two_valued(values: jax.Array, high: jax.Array) -> jax.Array:
+    """Spearman correlation between ``values: [m]`` and a two-valued variable, exactly.
+
+    ``high: bool [m]`` marks entries of the two-valued variable's larger value. With average
+    ranks, the two-valued variable's ranks are constants per group, so only ``values`` needs
+    ranking (one sort, ties exact) and the correlation is a point-biserial one:
+    ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``.
+    """
+    m = values.shape[0]
+    c, order, tie_term = _twice_centred_ranks(values)
+    high_sorted = high.astype(jnp.int32)[order]
+    s_high = _int_block_sum(c * high_sorted) / 2.0  # sum over high of (r - rbar)
+    m1 = jnp.sum(high.astype(jnp.float32))
+    m0 = jnp.float32(m) - m1
+    ss_r = _centred_sum_squares(m, tie_term)
+    ss_label = m0 * m1 * jnp.float32(m) / 4.0
+    return (jnp.float32(m) / 2.0) * s_high / jnp.sqrt(ss_r * ss_label)
+
+
+def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Spearman correlation of ``a, b: [m]`` with average ranks for ties (as SciPy)."""
+    m = a.shape[0]
+    ca, oa, ta = _twice_centred_ranks(a)
+    cb, ob, tb = _twice_centred_ranks(b)
+    # Back to original order: c values are exact integers, products in float32 are rounded
+    # once each, and the sum is blocked.
+    ra = jnp.zeros(m, jnp.float32).at[oa].set(ca.astype(jnp.float32))
+    rb = jnp.zeros(m, jnp.float32).at[ob].set(cb.astype(jnp.float32))
+    cross = accurate_sum(ra * rb) / 4.0
+    return cross / jnp.sqrt(_centred_sum_squares(m, ta) * _centred_sum_squares(m, tb))
+
+
+def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Pearson correlation of ``a, b: [m]`` (two-pass, blocked sums)."""
+    ac = a - accurate_sum(a) / a.shape[0]
+    bc = b - accurate_sum(b) / b.shape[0]
+    return accurate_sum(ac * bc) / jnp.sqrt(accurate_sum(ac * ac) * accurate_sum(bc * bc))
