@@ -8,7 +8,9 @@ silently fall back to TF32 (about 1e-3 relative error, see METRICS.md).
 
 from __future__ import annotations
 
-from functools import partial
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,7 @@ __all__ = [
     "column_mask",
     "matmul",
     "pca",
+    "pca_mode",
     "pearson",
     "row_correlation_distance",
     "spearman",
@@ -91,14 +94,70 @@ def _sign_fix(loadings: jax.Array) -> jax.Array:
     return jnp.where(pivot < 0, -1.0, 1.0).astype(loadings.dtype)
 
 
-@partial(jax.jit, static_argnames=("n_dims",))
-def pca(
-    x: jax.Array, n_dims: int, mask: jax.Array | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """Exact PCA of ``x: [n, d]`` to ``f = min(n_dims, n - 1, d_valid)`` components.
+_PCA_MODE: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "parc_jax_pca_mode", default="exact"
+)
+PCA_MODES = ("exact", "fast")
+FAST_PCA_ITERATIONS = 8
+NULL_COMPONENT_RTOL = 1e-5  # variance ratio below which a principal component is rank noise
+_FAST_PCA_OVERSAMPLE = 8
 
-    Uses the eigendecomposition of the smaller of the ``n x n`` Gram matrix and the ``d x d``
-    covariance. Component signs follow METRICS.md (largest-magnitude loading positive).
+
+@contextlib.contextmanager
+def pca_mode(mode: str) -> Iterator[None]:
+    """Select the PCA solver used by :func:`pca` while functions are *traced*.
+
+    ``"exact"`` (default): dense symmetric eigendecomposition. ``"fast"``: block subspace
+    iteration with Cholesky-QR and a Rayleigh-Ritz step on the smaller of the Gram and the
+    covariance matrix. The mode is read at trace time, so it applies to functions jitted
+    inside the context (the engine builds one compiled function per mode).
+    """
+    if mode not in PCA_MODES:
+        raise ValueError(f"pca mode: expected one of {PCA_MODES}, got {mode!r}")
+    token = _PCA_MODE.set(mode)
+    try:
+        yield
+    finally:
+        _PCA_MODE.reset(token)
+
+
+def _cholesky_qr(y: jax.Array) -> jax.Array:
+    """Orthonormal basis of the columns of ``y: [s, p]`` by CholeskyQR2 (two passes)."""
+    for _ in range(2):
+        gram = matmul(y.T, y)
+        # A tiny ridge keeps the factorisation defined when y loses rank (flat/zero spectra).
+        ridge = 1e-7 * jnp.trace(gram) / gram.shape[0] + jnp.finfo(y.dtype).tiny
+        chol = jnp.linalg.cholesky(gram + ridge * jnp.eye(gram.shape[0], dtype=y.dtype))
+        y = jax.scipy.linalg.solve_triangular(chol, y.T, lower=True).T
+    return y
+
+
+def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+    """Top-``width`` eigenpairs of a symmetric PSD ``a: [s, s]``, descending:
+    ``(values [width], vectors [s, width])``."""
+    if _PCA_MODE.get() == "exact" or width + _FAST_PCA_OVERSAMPLE >= a.shape[0]:
+        vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
+        return vals[::-1][:width], vecs[:, ::-1][:, :width]
+    p = width + _FAST_PCA_OVERSAMPLE
+    # A fixed start block: deterministic results, no key to thread through the scorers.
+    omega = jax.random.normal(jax.random.key(0), (a.shape[0], p), a.dtype)
+    q = _cholesky_qr(matmul(a, omega))
+    for _ in range(FAST_PCA_ITERATIONS):
+        q = _cholesky_qr(matmul(a, q))
+    small = matmul(q.T, matmul(a, q))
+    vals, w = jnp.linalg.eigh(small, symmetrize_input=True)
+    return vals[::-1][:width], matmul(q, w[:, ::-1][:, :width])
+
+
+def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """PCA of ``x: [n, d]`` to ``f = min(n_dims, n - 1, d_valid)`` components.
+
+    Exact mode (default) uses the eigendecomposition of the smaller of the ``n x n`` Gram
+    matrix and the ``d x d`` covariance; see :func:`pca_mode` for the fast solver. Component
+    signs follow METRICS.md (largest-magnitude loading positive). ``n_dims`` must be static.
+    Components whose variance is at most ``NULL_COMPONENT_RTOL`` times the first one's lie
+    beyond the numerical rank and are returned as zero columns (exactly what they are in
+    exact arithmetic; the reference applies the same rule).
 
     Returns ``(scores, component_mask)``: ``scores: [n, F]`` with the static width
     ``F = min(n_dims, n - 1, d)``, and ``component_mask: bool [F]`` marking the model's own ``f``
@@ -111,9 +170,7 @@ def pca(
     f_eff = jnp.minimum(jnp.minimum(n_dims, n - 1), d_valid)
     xc = center(x, mask)
     if n <= d:
-        gram = matmul(xc, xc.T)
-        _, vecs = jnp.linalg.eigh(gram, symmetrize_input=True)
-        u = vecs[:, ::-1][:, :width]  # [n, F], descending eigenvalues
+        vals, u = _top_eigenvectors(matmul(xc, xc.T), width)  # [n, F], descending
         # Loadings up to a positive scale: V = Xc^T U / s, so signs and argmax need no s.
         loadings = matmul(xc.T, u)
         scores = matmul(xc, loadings)
@@ -121,13 +178,15 @@ def pca(
         scores = scores / jnp.where(norms > 0, norms, 1.0)
         signs = _sign_fix(loadings)
     else:
-        cov = matmul(xc.T, xc)
-        _, vecs = jnp.linalg.eigh(cov, symmetrize_input=True)
-        v = vecs[:, ::-1][:, :width]  # [d, F]
+        vals, v = _top_eigenvectors(matmul(xc.T, xc), width)  # [d, F]
         signs = _sign_fix(v)
         scores = matmul(xc, v)
     comp_mask = jnp.arange(width) < f_eff
-    scores = scores * signs[None, :] * comp_mask[None, :].astype(x.dtype)
+    # Beyond the numerical rank a component is zero in exact arithmetic (Xc v = 0); computed,
+    # it is rounding noise that standardisation would blow up to unit variance. Such columns
+    # are returned as exact zeros (still valid columns, as in the reference).
+    live = vals > NULL_COMPONENT_RTOL * jnp.maximum(vals[0], 0.0)
+    scores = scores * (signs * live)[None, :] * comp_mask[None, :].astype(x.dtype)
     return scores, comp_mask
 
 

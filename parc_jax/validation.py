@@ -53,13 +53,14 @@ def check_features(
     arr = _as_numpy(features, name)
     if arr.ndim != 2:
         raise ValueError(
-            f"{name}: expected a 2-D array [n, d] (one row per probe image), got shape "
-            f"{arr.shape}"
+            f"{name}: expected a 2-D array [n, d] (one row per probe image), got shape {arr.shape}"
         )
     if not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(f"{name}: expected floating-point values, got dtype {arr.dtype}")
     if arr.shape[0] < min_rows:
-        raise ValueError(f"{name}: needs at least {min_rows} rows (probe images), got {arr.shape[0]}")
+        raise ValueError(
+            f"{name}: needs at least {min_rows} rows (probe images), got {arr.shape[0]}"
+        )
     if arr.shape[1] < 1:
         raise ValueError(f"{name}: has no columns (shape {arr.shape})")
     if n is not None and arr.shape[0] != n:

@@ -1,0 +1,241 @@
+"""Throughput of the batched engine against the plain NumPy/SciPy reference loop.
+
+    python benchmarks/throughput.py                       # every scorer, B in {1, 16, 64}
+    python benchmarks/throughput.py --batch-sizes 1 16 64 256 1024 --methods parc logme
+
+Synthetic banks with class structure (``parc_jax.synthetic``): n = 500, d mixed over
+{512, 2048, 4096}, K = 100, z = 1000, float16 features. For each scorer and bank size B:
+
+* engine, end to end (``score_bank`` on an in-memory bank: padding, host-to-device transfer,
+  compute): warm-up first, compilation excluded, median of repeats, ms per model;
+* engine, device only (the compiled chunk function on device-resident chunks,
+  ``block_until_ready``);
+* compile time (first call minus a warm call);
+* the reference loop (``parc_jax.reference``) on the same models in the same run, ms per model
+  (median over up to ``--ref-models`` models: it does not batch, so per-model time is flat);
+* peak memory: RSS sampled during the engine runs (and the device's peak bytes where reported).
+
+Results go to ``benchmarks/results/throughput-<device>.json`` and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import psutil
+
+from parc_jax import engine, reference
+from parc_jax.api import _narrow, _target_info, score_bank
+from parc_jax.bank import Bank, ModelEntry
+from parc_jax.scorers.logistic import stratified_half
+from parc_jax.scorers.registry import SCORERS
+from parc_jax.synthetic import synthetic_bank
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class PeakRSS:
+    """Samples this process's RSS every few ms in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.proc, self.interval, self.peak = psutil.Process(), interval, 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def tiled_bank(pool: Bank, size: int) -> Bank:
+    """``size`` models cycling through ``pool`` (throughput does not depend on the values)."""
+    models = []
+    for i in range(size):
+        m = pool.models[i % len(pool.models)]
+        models.append(
+            ModelEntry(f"{m.name}-{i}", m.features, m.architecture, m.probs, m.depth, m.source,
+                       m.source_images)
+        )  # fmt: skip
+    return Bank(pool.target, models)
+
+
+def reference_call(method: str, model: ModelEntry, bank: Bank) -> float:
+    spec = SCORERS[method]
+    dims = spec.default_dims if spec.reduces else None
+    t = bank.target
+    x = np.asarray(model.features, np.float64)
+    if method == "heuristic":
+        return reference.heuristic(model.depth, model.source_images, t.num_images)
+    if method in ("leep", "nce"):
+        return getattr(reference, method)(model.probs, t.labels, num_classes=t.num_classes)
+    if method in ("rsa", "dds"):
+        return getattr(reference, method)(x, t.reference_for(model.architecture), n_dims=dims)
+    if method == "logistic":
+        return reference.logistic(x, t.labels, num_classes=t.num_classes,
+                                  train_mask=stratified_half(t.labels), n_dims=dims)  # fmt: skip
+    return getattr(reference, method)(x, t.labels, num_classes=t.num_classes, n_dims=dims)
+
+
+def time_reference(method: str, bank: Bank, count: int) -> float:
+    """Median seconds per model of the reference over ``count`` models (one warm-up)."""
+    models = bank.models[: max(1, count)]
+    reference_call(method, models[0], bank)
+    times = []
+    for m in models:
+        t0 = time.perf_counter()
+        reference_call(method, m, bank)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_device_only(method: str, bank: Bank, chunk: int, repeats: int) -> float:
+    """Seconds for all chunks of the bank, arrays already on the device, compiled."""
+    target = _target_info(bank.target)
+    dims = engine.method_dims([method])
+    options = engine.EngineOptions(methods=(method,), dims=tuple(dims.items()), chunk_size=chunk)
+    labels, train_mask, k = engine._probe_inputs(target, None, options)
+    fn = engine._scoring_fn(options, k)
+    t_images = np.float32(target.num_images or 0)
+    chunks = [
+        jax.device_put(arrays)
+        for _, _, arrays in engine._chunks((_narrow(m) for m in bank.models), target, (method,),
+                                           chunk)
+    ]  # fmt: skip
+    for c in chunks:  # compile every bucket, warm up
+        jax.block_until_ready(fn(c, labels, train_mask, t_images))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        outs = [fn(c, labels, train_mask, t_images) for c in chunks]
+        jax.block_until_ready(outs)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(args: argparse.Namespace) -> dict:
+    dev = jax.devices()[0]
+    device = f"{dev.platform}-{getattr(dev, 'device_kind', dev.platform)}".replace(" ", "_")
+    methods = args.methods or list(SCORERS)
+    pool = synthetic_bank(n=args.n, num_classes=args.num_classes, num_models=args.pool,
+                          widths=tuple(args.widths), z=args.z, seed=0)  # fmt: skip
+    rows = []
+    for method in methods:
+        ref_s = time_reference(method, pool, args.ref_models)
+        for b in args.batch_sizes:
+            bank = tiled_bank(pool, b)
+            chunk = min(b, args.chunk_size)
+            call = dict(methods=[method], chunk_size=chunk, progress=False)
+            t0 = time.perf_counter()
+            score_bank(bank, **call)
+            first = time.perf_counter() - t0
+            times = []
+            with PeakRSS() as mem:
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    score_bank(bank, **call)
+                    times.append(time.perf_counter() - t0)
+            warm = statistics.median(times)
+            device_s = time_device_only(method, bank, chunk, args.repeats)
+            stats = dev.memory_stats() or {}
+            row = {
+                "method": method,
+                "models": b,
+                "chunk_size": chunk,
+                "engine_ms_per_model": 1e3 * warm / b,
+                "device_ms_per_model": 1e3 * device_s / b,
+                "device_s_total": device_s,
+                "compile_s": max(0.0, first - warm),
+                "reference_ms_per_model": 1e3 * ref_s,
+                "speedup": ref_s * b / warm,
+                "peak_rss_gb": mem.peak / 2**30,
+                "peak_device_gb": stats.get("peak_bytes_in_use", 0) / 2**30 or None,
+            }
+            rows.append(row)
+            print(
+                f"{method:14s} B={b:5d} engine {row['engine_ms_per_model']:9.3f} ms/model "
+                f"(device {row['device_ms_per_model']:8.3f}) "
+                f"ref {row['reference_ms_per_model']:9.2f}"
+                f" -> x{row['speedup']:7.1f}  compile {row['compile_s']:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        "device": device,
+        "devices": len(jax.devices()),
+        "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "rows": rows,
+    }
+
+
+def markdown(doc: dict) -> str:
+    lines = [
+        f"Device: {doc['device']} ({doc['devices']} device(s)), host {doc['host']['cores']} "
+        f"cores, jax {doc['jax']}, {doc['date']}. Command: `{doc['command']}`",
+        "",
+        "| scorer | B | engine ms/model | device ms/model | reference ms/model | speed-up |"
+        " compile s | peak RSS GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['models']} | {r['engine_ms_per_model']:.3f} | "
+            f"{r['device_ms_per_model']:.3f} | {r['reference_ms_per_model']:.2f} | "
+            f"{r['speedup']:.1f}x | {r['compile_s']:.1f} | {r['peak_rss_gb']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--methods", nargs="*", choices=list(SCORERS))
+    p.add_argument("--batch-sizes", nargs="*", type=int, default=[1, 16, 64])
+    p.add_argument("--widths", nargs="*", type=int, default=[512, 2048, 4096])
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--z", type=int, default=1000)
+    p.add_argument("--pool", type=int, default=6, help="distinct synthetic models, tiled to B")
+    p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--ref-models", type=int, default=3)
+    p.add_argument("--out", help="JSON path (default results/throughput-<device>.json)")
+    args = p.parse_args(argv)
+    doc = run(args)
+    out = Path(args.out) if args.out else RESULTS / f"throughput-{doc['device']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, out)
+    table = markdown(doc)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

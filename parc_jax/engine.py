@@ -1,0 +1,426 @@
+"""The batched scoring engine: width buckets, padding, fixed-size chunks, streaming, sharding.
+
+One compiled function per (method set, parameters, width bucket) scores a chunk of ``B``
+models with ``jax.jit(jax.vmap(...))``. Every chunk has the same shape (the last one is padded
+with copies of a real model whose results are dropped), so a bank of any size compiles once
+per bucket. Models stream in shard by shard from a reader thread that pads the next chunk while
+the device scores the current one; host memory holds a few chunks, never the whole bank. When
+several devices are visible the model axis of each chunk is sharded over a ``Mesh`` of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from parc_jax import numerics
+from parc_jax.scorers.registry import META, PROBS, REFERENCE, SCORERS, ScorerSpec
+from parc_jax.validation import check_labels
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "EngineOptions",
+    "ModelBatch",
+    "bucket_width",
+    "make_mesh",
+    "method_dims",
+    "resolve_methods",
+    "score_stream",
+    "TargetInfo",
+]
+
+DEFAULT_CHUNK_SIZE = 64
+# Geometric (~1.5x) ladder of padded widths: padding wastes at most a third of the work, and a
+# bank of mixed architectures compiles a handful of shapes.
+_WIDTH_LADDER = (8, 16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def bucket_width(d: int) -> int:
+    """Padded width for a model with ``d`` columns: the next rung of a ~1.5x ladder."""
+    for w in _WIDTH_LADDER:
+        if d <= w:
+            return w
+    top = _WIDTH_LADDER[-1]
+    return top * 2 ** math.ceil(math.log2(d / top))
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetInfo:
+    """What every model of a bank shares: the probe labels and the target's facts."""
+
+    name: str
+    labels: np.ndarray  # int32 [n] or float32 [n, K]
+    num_classes: int
+    num_images: int | None = None
+    reference_features: np.ndarray | Mapping[str, np.ndarray] | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    def reference_for(self, architecture: str | None) -> np.ndarray | None:
+        ref = self.reference_features
+        if ref is None or isinstance(ref, np.ndarray):
+            return ref
+        if architecture is not None and architecture in ref:
+            return ref[architecture]
+        return None
+
+
+@dataclasses.dataclass
+class ModelBatch:
+    """Host-side record of one model as the engine needs it (a bank entry, narrowed)."""
+
+    name: str
+    features: np.ndarray
+    architecture: str | None = None
+    probs: np.ndarray | None = None
+    depth: float | None = None
+    source: str | None = None
+    source_images: float | None = None
+    position: int = -1  # order in the stream (set by the engine)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """Parameters of one scoring pass (hashable: it keys the compiled-function cache)."""
+
+    methods: tuple[str, ...]
+    dims: tuple[tuple[str, int | None], ...]
+    pca: str = "exact"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    logistic_seed: int = 0
+
+
+def method_dims(
+    methods: Sequence[str], n_dims: int | None | str = "default"
+) -> dict[str, int | None]:
+    """Per-method reduction: ``"default"`` = METRICS.md defaults, None = off, int = everywhere."""
+    out: dict[str, int | None] = {}
+    for m in methods:
+        spec = SCORERS[m]
+        if not spec.reduces:
+            out[m] = None
+        elif n_dims == "default":
+            out[m] = spec.default_dims
+        else:
+            out[m] = n_dims  # type: ignore[assignment]
+    return out
+
+
+def _needs(spec: ScorerSpec, target: TargetInfo) -> str | None:
+    """Why ``spec`` cannot run on this target (None if it can), judged from the target alone."""
+    if target.multilabel and not spec.multilabel:
+        return "single-label targets only"
+    if REFERENCE in spec.inputs and target.reference_features is None:
+        return "the bank has no target reference_features"
+    if META in spec.inputs and target.num_images is None:
+        return "the bank's target has no num_images"
+    if spec.min_per_class > 0 and not target.multilabel:
+        counts = np.bincount(target.labels, minlength=target.num_classes)
+        present = counts[counts > 0]
+        if present.min() < spec.min_per_class:
+            return f"needs >= {spec.min_per_class} probe samples per class"
+    return None
+
+
+def resolve_methods(
+    requested: Sequence[str] | str,
+    target: TargetInfo,
+    first_model: ModelBatch | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Methods to run and those skipped with why. ``"all"`` skips quietly; names are strict.
+
+    Model-level needs (probs, depth, source_images) are judged on ``first_model``; every later
+    model is checked as it streams in and a missing field is an error naming that model.
+    """
+    names = list(SCORERS) if requested == "all" else list(requested)
+    unknown = [m for m in names if m not in SCORERS]
+    if unknown:
+        raise ValueError(
+            f"methods: unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(SCORERS)}"
+        )
+    run, skipped = [], {}
+    for m in names:
+        spec = SCORERS[m]
+        why = _needs(spec, target)
+        if why is None and first_model is not None:
+            if PROBS in spec.inputs and first_model.probs is None:
+                why = "the bank's models have no probs"
+            if META in spec.inputs and (
+                first_model.depth is None or first_model.source_images is None
+            ):
+                why = "the bank's models lack depth or source_images"
+            if REFERENCE in spec.inputs and target.reference_for(first_model.architecture) is None:
+                why = f"no reference_features for architecture {first_model.architecture!r}"
+        if why is None:
+            run.append(m)
+        elif requested == "all":
+            skipped[m] = why
+        else:
+            raise ValueError(f"methods: {m} cannot run on this bank: {why}")
+    if not run:
+        raise ValueError("methods: none of the requested scorers can run on this bank")
+    return run, skipped
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all local devices) with the axis ``"models"``."""
+    devs = list(devices) if devices is not None else jax.local_devices()
+    return Mesh(np.array(devs), ("models",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk assembly (host side)
+
+
+def _bucket_key(model: ModelBatch, target: TargetInfo, needs: set[str]) -> tuple:
+    d = model.features.shape[1]
+    z = model.probs.shape[1] if (PROBS in needs and model.probs is not None) else 0
+    ref = target.reference_for(model.architecture) if REFERENCE in needs else None
+    r = ref.shape[1] if ref is not None else 0
+    dtype = np.dtype(model.features.dtype).name
+    return (dtype, bucket_width(d), bucket_width(z) if z else 0, bucket_width(r) if r else 0)
+
+
+def _pad_cols(x: np.ndarray, width: int, dtype: Any) -> np.ndarray:
+    out = np.zeros((x.shape[0], width), dtype=dtype)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def _mask(d: int, width: int) -> np.ndarray:
+    m = np.zeros(width, bool)
+    m[:d] = True
+    return m
+
+
+def _assemble(
+    models: list[ModelBatch], key: tuple, target: TargetInfo, chunk: int, needs: set[str]
+) -> dict[str, np.ndarray]:
+    """Stack ``models`` (<= chunk) into padded arrays; rows past ``len(models)`` repeat model 0."""
+    dtype, w, z, r = key
+    rows = models + [models[0]] * (chunk - len(models))
+    out: dict[str, np.ndarray] = {
+        "features": np.stack([_pad_cols(m.features, w, dtype) for m in rows]),
+        "feature_mask": np.stack([_mask(m.features.shape[1], w) for m in rows]),
+    }
+    if z:
+        out["probs"] = np.stack([_pad_cols(m.probs, z, np.float32) for m in rows])
+        out["prob_mask"] = np.stack([_mask(m.probs.shape[1], z) for m in rows])
+    if r:
+        refs = [target.reference_for(m.architecture) for m in rows]
+        out["reference_features"] = np.stack([_pad_cols(x, r, np.float32) for x in refs])
+        out["reference_mask"] = np.stack([_mask(x.shape[1], r) for x in refs])
+    if META in needs:
+        out["depth"] = np.array([m.depth for m in rows], np.float32)
+        out["source_images"] = np.array([m.source_images for m in rows], np.float32)
+    return out
+
+
+def _check_model(model: ModelBatch, target: TargetInfo, needs: set[str], methods: Sequence[str]):
+    """Per-model needs the bank validator cannot know (they depend on the chosen methods)."""
+
+    def missing(what: str, users: list[str]) -> ValueError:
+        return ValueError(
+            f"model {model.name!r}: has no {what}, needed by {', '.join(users)}; fix the bank "
+            "or leave those methods out"
+        )
+
+    if model.features.shape[0] != target.n:
+        raise ValueError(
+            f"model {model.name!r} field 'features': {model.features.shape[0]} rows but the "
+            f"target has {target.n} labels"
+        )
+    if PROBS in needs and model.probs is None:
+        raise missing("probs", [m for m in methods if PROBS in SCORERS[m].inputs])
+    if META in needs and (model.depth is None or model.source_images is None):
+        raise missing("depth/source_images", [m for m in methods if META in SCORERS[m].inputs])
+    if REFERENCE in needs and target.reference_for(model.architecture) is None:
+        raise ValueError(
+            f"model {model.name!r}: no target reference_features for architecture "
+            f"{model.architecture!r} (needed by rsa/dds)"
+        )
+
+
+def _chunks(
+    models: Iterable[ModelBatch],
+    target: TargetInfo,
+    methods: Sequence[str],
+    chunk: int,
+) -> Iterator[tuple[tuple, list[ModelBatch], dict[str, np.ndarray]]]:
+    """Group streamed models by bucket; yield full chunks as they fill, then the remainders."""
+    needs = {i for m in methods for i in SCORERS[m].inputs}
+    pending: dict[tuple, list[ModelBatch]] = {}
+    for model in models:
+        _check_model(model, target, needs, methods)
+        key = _bucket_key(model, target, needs)
+        group = pending.setdefault(key, [])
+        group.append(model)
+        if len(group) == chunk:
+            yield key, group, _assemble(group, key, target, chunk, needs)
+            pending[key] = []
+    for key, group in pending.items():
+        if group:
+            yield key, group, _assemble(group, key, target, chunk, needs)
+
+
+def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``it`` in a background thread, ``depth`` items ahead (reading/padding overlaps compute)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in it:
+                q.put((True, item))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
+            q.put((False, exc))
+        q.put((True, done))
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        ok, item = q.get()
+        if not ok:
+            raise item
+        if item is done:
+            return
+        yield item
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled scoring functions
+
+_COMPILED: dict[tuple, Callable[..., Any]] = {}
+TRACE_COUNT: dict[tuple, int] = {}
+
+
+def _scoring_fn(options: EngineOptions, num_classes: int) -> Callable[..., Any]:
+    """``jit(vmap(score all methods for one model))``, cached per options (and so per bucket:
+    jit keys on input shapes, and every chunk of a bucket has the same shapes)."""
+    key = (options, num_classes)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    dims = dict(options.dims)
+
+    def one_model(x: dict[str, jax.Array], labels: jax.Array, train_mask: jax.Array, t_images):
+        shapes = tuple(sorted((k, v.shape) for k, v in x.items()))
+        TRACE_COUNT[(key, shapes)] = TRACE_COUNT.get((key, shapes), 0) + 1
+        t = {
+            "labels": labels,
+            "num_classes": num_classes,
+            "train_mask": train_mask,
+            "target_images": t_images,
+        }
+        x = dict(x)
+        x["features"] = x["features"].astype(jnp.float32)  # float16 banks upcast on device
+        return {m: SCORERS[m].call(x, t, n_dims=dims[m]) for m in options.methods}
+
+    batched = jax.vmap(one_model, in_axes=(0, None, None, None))
+
+    def run(x, labels, train_mask, t_images):
+        with numerics.pca_mode(options.pca):
+            return batched(x, labels, train_mask, t_images)
+
+    fn = jax.jit(run)
+    _COMPILED[key] = fn
+    return fn
+
+
+def _probe_inputs(target: TargetInfo, index: np.ndarray | None, options: EngineOptions):
+    """Labels, logistic split and class count for the probe (or a subset of it)."""
+    labels = target.labels if index is None else target.labels[index]
+    labels, k = check_labels(
+        labels, num_classes=target.num_classes, allow_multilabel=True, method="scoring"
+    )
+    train_mask = np.zeros(labels.shape[0], bool)
+    if "logistic" in options.methods:
+        from parc_jax.scorers.logistic import stratified_half
+
+        train_mask = stratified_half(labels, seed=options.logistic_seed)
+    return jnp.asarray(labels), jnp.asarray(train_mask), k
+
+
+def score_stream(
+    models: Iterable[ModelBatch],
+    target: TargetInfo,
+    options: EngineOptions,
+    *,
+    mesh: Mesh | None = None,
+    probe_sets: Sequence[np.ndarray | None] = (None,),
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[ModelBatch], dict[str, np.ndarray]]:
+    """Score every model of a stream; returns ``(models, {method: scores [S, M]})`` in stream
+    order.
+
+    Each chunk is scored once per entry of ``probe_sets``: None = the whole probe, an int
+    array ``[n']`` = that subset or resample of it (the score spread and successive halving
+    use these; one more compile per distinct ``n'``). The stream is read once. Model features
+    are dropped after scoring: only names and facts are kept.
+    """
+    chunk = options.chunk_size
+    if mesh is not None and chunk % mesh.size:
+        raise ValueError(
+            f"chunk_size: {chunk} is not a multiple of the {mesh.size} devices it is sharded over"
+        )
+    probes = [_probe_inputs(target, idx, options) for idx in probe_sets]
+    t_images = np.float32(target.num_images or 0)
+    shard = NamedSharding(mesh, PartitionSpec("models")) if mesh is not None else None
+
+    kept: list[ModelBatch] = []
+    results: dict[str, list[np.ndarray]] = {m: [] for m in options.methods}
+    in_flight: list[tuple[int, list[Any]]] = []
+
+    def collect(entry: tuple[int, list[Any]]) -> None:
+        count, outs = entry
+        for m in options.methods:
+            results[m].append(np.stack([np.asarray(o[m])[:count] for o in outs]))
+        if progress is not None:
+            progress(count)
+
+    numbered = (dataclasses.replace(m, position=i) for i, m in enumerate(models))
+    for _key, group, arrays in _prefetch(_chunks(numbered, target, options.methods, chunk)):
+        outs = []
+        for idx, (labels, train_mask, k) in zip(probe_sets, probes):
+            x = arrays
+            if idx is not None:
+                x = dict(arrays)
+                for name in ("features", "probs", "reference_features"):
+                    if name in x:
+                        x[name] = x[name][:, idx]
+            if shard is not None:
+                x = {n: jax.device_put(a, shard) for n, a in x.items()}
+            outs.append(_scoring_fn(options, k)(x, labels, train_mask, t_images))  # async
+        # features dropped; the empty array keeps the model's width for later checks
+        kept.extend(
+            dataclasses.replace(m, features=np.empty((0, m.features.shape[1]), np.float32),
+                                probs=None)
+            for m in group
+        )  # fmt: skip
+        in_flight.append((len(group), outs))
+        if len(in_flight) > 1:  # keep one chunk in flight while the next is prepared
+            collect(in_flight.pop(0))
+    for entry in in_flight:
+        collect(entry)
+    # Buckets interleave chunks: put everything back in stream order.
+    order = np.argsort([m.position for m in kept], kind="stable")
+    scores = {
+        m: (
+            np.concatenate(v, axis=1)[:, order] if v else np.zeros((len(probe_sets), 0), np.float32)
+        )
+        for m, v in results.items()
+    }
+    return [kept[i] for i in order], scores

@@ -1,0 +1,225 @@
+"""``python -m parc_jax.score --bank bank.msgpack``: rank a model bank for a target.
+
+Thin entry point: parses arguments, calls :func:`parc_jax.api.score_bank`, formats the result.
+Exit status 0 on success, 2 on bad arguments or a bad bank (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+EXAMPLE_BANK = "example_bank.msgpack"
+FORMATS = ("table", "json", "csv")
+
+
+def example_bank_path() -> Path:
+    """The real example bank shipped as package data (used when ``--bank`` is omitted)."""
+    return Path(str(resources.files("parc_jax") / "data" / EXAMPLE_BANK))
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise _ArgumentError(message)
+
+
+def _scorer_help() -> str:
+    from parc_jax.scorers.registry import SCORERS
+
+    width = max(len(n) for n in SCORERS)
+    lines = ["scorers (higher = predicted to transfer better):"]
+    for name, spec in SCORERS.items():
+        dims = f" [default n_dims {spec.default_dims}]" if spec.default_dims else ""
+        lines.append(f"  {name:<{width}}  {spec.description}{dims}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m parc_jax.score",
+        description="Rank the models of a bank by predicted transferability to its target.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_scorer_help(),
+    )
+    p.add_argument("--bank", help="bank file or directory of shards (default: the example bank)")
+    p.add_argument(
+        "--methods", default="all", help="comma-separated scorers, or 'all' (default: all)"
+    )
+    p.add_argument(
+        "--n-dims",
+        default="default",
+        help="PCA dims for every scorer that reduces, or 'none' (default: each scorer's own)",
+    )
+    p.add_argument("--pca", default="exact", choices=["exact", "fast"], help="PCA solver")
+    p.add_argument("--depth-prior", action="store_true", help="add <method>+l (PARC Eq. 6)")
+    p.add_argument("--l-max", type=float, default=50.0, help="depth normaliser of the prior")
+    p.add_argument(
+        "--bootstrap", type=int, default=0, help="rescore on R probe subsamples: score spread"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the probe subsamples")
+    p.add_argument("--sort-by", help="method to sort by (default: the first method)")
+    p.add_argument("--top", type=int, help="show only the best K models")
+    p.add_argument("--format", default="table", choices=FORMATS)
+    p.add_argument("--output", help="write here (atomically) instead of stdout")
+    p.add_argument("--chunk-size", type=int, default=64, help="models per compiled batch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g = p.add_argument_group(
+        "several processes/hosts (or PARC_JAX_COORDINATOR, PARC_JAX_NUM_PROCESSES, "
+        "PARC_JAX_PROCESS_ID); each process scores its own shards, process 0 writes the output"
+    )
+    g.add_argument("--coordinator", help="HOST:PORT of process 0's coordinator")
+    g.add_argument("--num-processes", type=int, help="processes in the run")
+    g.add_argument("--process-id", type=int, help="this process's index, 0-based")
+    return p
+
+
+def _parse_dims(text: str) -> int | None | str:
+    if text == "default":
+        return "default"
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise _ArgumentError(
+            f"--n-dims: expected a positive int, 'none' or 'default', got {text!r}"
+        )
+    if value < 1:
+        raise _ArgumentError(f"--n-dims: expected a positive int, got {value}")
+    return value
+
+
+def format_table(result, sort_by: str | None, top: int | None) -> str:
+    """Fixed-width table, best first, with the score spread when it was computed."""
+    rows = result.rows(sort_by=sort_by, top=top)
+    cols = ["#", "model", "architecture"]
+    for m in result.methods:
+        cols.append(m if result.spread is None else f"{m} (±std, top1)")
+    body = []
+    for i, row in enumerate(rows, 1):
+        cells = [str(i), row["name"], str(row["architecture"])]
+        for m in result.methods:
+            text = f"{row[m]:.4g}"
+            if result.spread is not None:
+                text += f" ±{row[f'{m}_std']:.2g} {row[f'{m}_top1']:.0%}"
+            cells.append(text)
+        body.append(cells)
+    widths = [
+        max(len(c), *(len(r[j]) for r in body)) if body else len(c) for j, c in enumerate(cols)
+    ]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    out = [
+        f"target {result.target['name']}: {result.target['num_probe_images']} probe images, "
+        f"{result.target['num_classes']} classes, {len(result)} models; sorted by "
+        f"{sort_by or result.methods[0]} (higher = better)",
+        line,
+        "-" * len(line),
+    ]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+    for m, why in result.flags.items():
+        out.append(f"note: {m}: {why}")
+    return "\n".join(out) + "\n"
+
+
+def format_csv(result, sort_by: str | None, top: int | None) -> str:
+    rows = result.rows(sort_by=sort_by, top=top)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["name"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        n_dims = _parse_dims(args.n_dims)
+        methods = "all" if args.methods.strip() == "all" else [
+            m.strip() for m in args.methods.split(",") if m.strip()
+        ]  # fmt: skip
+        if not methods:
+            raise _ArgumentError("--methods: name at least one scorer, or 'all'")
+        if args.top is not None and args.top < 1:
+            raise _ArgumentError("--top: expected a positive int")
+        bank = args.bank or str(example_bank_path())
+        if not os.path.exists(bank):
+            raise _ArgumentError(f"--bank: {bank} does not exist")
+    except _ArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import jax
+
+    from parc_jax import distributed
+    from parc_jax.api import score_bank
+
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        result = score_bank(
+            bank,
+            methods=methods,
+            n_dims=n_dims,
+            pca=args.pca,
+            depth_prior=args.depth_prior,
+            l_max=args.l_max,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            chunk_size=args.chunk_size,
+            progress=not args.no_progress,
+        )
+        if result.skipped and jax.process_index() == 0:
+            skipped = "; ".join(f"{m} ({why})" for m, why in result.skipped.items())
+            print(f"skipped: {skipped}", file=sys.stderr)
+        if args.sort_by is not None and args.sort_by not in result.scores:
+            raise ValueError(
+                f"--sort-by: {args.sort_by!r} is not among the scored methods "
+                f"({', '.join(result.methods)})"
+            )
+        if args.format == "json":
+            text = json.dumps(result.to_dict(args.sort_by, args.top), indent=2) + "\n"
+        elif args.format == "csv":
+            text = format_csv(result, args.sort_by, args.top)
+        else:
+            text = format_table(result, args.sort_by, args.top)
+    except ValueError as exc:  # BankError is a ValueError too
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if jax.process_index() != 0:
+        return 0  # every process holds the result; one writes it
+    if args.output:
+        write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Every transferability scorer, one pure JAX function per score, and their registry.
+
+``SCORERS`` maps a method name to a :class:`ScorerSpec` that tells the engine which bank fields
+the method reads, its default feature reduction (METRICS.md), whether it accepts multi-label
+targets, and how to call its pure one-model core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from parc_jax.scorers.dds import dds, dds_core
+from parc_jax.scorers.gbc import gbc, gbc_core, gbc_spherical, gbc_spherical_core
+from parc_jax.scorers.heuristic import depth_prior, heuristic, heuristic_core
+from parc_jax.scorers.hscore import (
+    DegenerateScoreWarning,
+    hscore,
+    hscore_core,
+    hscore_is_degenerate,
+    hscore_shrink,
+    hscore_shrink_core,
+)
+from parc_jax.scorers.knn import knn, knn_core
+from parc_jax.scorers.logistic import logistic, logistic_core, stratified_half
+from parc_jax.scorers.logme import logme, logme_core
+from parc_jax.scorers.parc import parc, parc_core, rsa, rsa_core
+from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
+from parc_jax.scorers.transrate import transrate, transrate_core
+
+__all__ = [
+    "SCORERS",
+    "DegenerateScoreWarning",
+    "ScorerSpec",
+    "dds",
+    "depth_prior",
+    "gbc",
+    "gbc_spherical",
+    "heuristic",
+    "hscore",
+    "hscore_is_degenerate",
+    "hscore_shrink",
+    "knn",
+    "leep",
+    "logistic",
+    "logme",
+    "nce",
+    "parc",
+    "rsa",
+    "stratified_half",
+    "transrate",
+]
+
+# What a method reads from a bank. "labels" is implied for every method with min_per_class >= 0
+# and uses_labels; "meta" means depth / source_images / num_images.
+FEATURES = "features"
+PROBS = "probs"
+REFERENCE = "reference_features"
+META = "meta"
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """How the engine runs one method. ``call`` maps a model's batched inputs to a score."""
+
+    name: str
+    fn: Callable[..., Any]
+    core: Callable[..., Any]
+    inputs: tuple[str, ...]
+    default_dims: int | None
+    reduces: bool
+    multilabel: bool
+    uses_labels: bool
+    min_per_class: int
+    description: str
+    call: Callable[..., jax.Array]
+
+
+def _features_call(core: Callable[..., Any]) -> Callable[..., jax.Array]:
+    def call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
+        return core(
+            x["features"],
+            t["labels"],
+            num_classes=t["num_classes"],
+            n_dims=n_dims,
+            feature_mask=x["feature_mask"],
+        )
+
+    return call
+
+
+def _reference_call(core: Callable[..., Any]) -> Callable[..., jax.Array]:
+    def call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
+        return core(
+            x["features"],
+            x["reference_features"],
+            n_dims=n_dims,
+            feature_mask=x["feature_mask"],
+            reference_mask=x["reference_mask"],
+        )
+
+    return call
+
+
+def _probs_call(core: Callable[..., Any]) -> Callable[..., jax.Array]:
+    def call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
+        del n_dims
+        return core(x["probs"], t["labels"], num_classes=t["num_classes"], prob_mask=x["prob_mask"])
+
+    return call
+
+
+def _logistic_call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
+    return logistic_core(
+        x["features"],
+        t["labels"],
+        num_classes=t["num_classes"],
+        train_mask=t["train_mask"],
+        n_dims=n_dims,
+        feature_mask=x["feature_mask"],
+    )
+
+
+def _heuristic_call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
+    del n_dims
+    return heuristic_core(x["depth"], x["source_images"], t["target_images"])
+
+
+def _spec(
+    name: str,
+    fn: Callable[..., Any],
+    core: Callable[..., Any],
+    inputs: tuple[str, ...],
+    call: Callable[..., jax.Array],
+    *,
+    default_dims: int | None = None,
+    reduces: bool = True,
+    multilabel: bool = False,
+    uses_labels: bool = True,
+    min_per_class: int = 0,
+    description: str,
+) -> ScorerSpec:
+    return ScorerSpec(
+        name, fn, core, inputs, default_dims, reduces, multilabel, uses_labels, min_per_class,
+        description, call,
+    )  # fmt: skip
+
+
+SCORERS: dict[str, ScorerSpec] = {
+    s.name: s
+    for s in [
+        _spec("parc", parc, parc_core, (FEATURES,), _features_call(parc_core), default_dims=32,
+              multilabel=True,
+              description="Pairwise Annotation Representation Comparison (Bolya et al. 2021), x100"),
+        _spec("rsa", rsa, rsa_core, (FEATURES, REFERENCE), _reference_call(rsa_core),
+              default_dims=64, multilabel=True, uses_labels=False,
+              description="Representation Similarity Analysis against a target-trained model, x100"),
+        _spec("dds", dds, dds_core, (FEATURES, REFERENCE), _reference_call(dds_core),
+              default_dims=64, multilabel=True, uses_labels=False,
+              description="Duality Diagram Similarity (debiased CKA of cosine distances), x100"),
+        _spec("leep", leep, leep_core, (PROBS,), _probs_call(leep_core), reduces=False,
+              description="Log Expected Empirical Prediction (Nguyen et al. 2020), nats <= 0"),
+        _spec("nce", nce, nce_core, (PROBS,), _probs_call(nce_core), reduces=False,
+              description="Negative Conditional Entropy (Tran et al. 2019), nats <= 0"),
+        _spec("hscore", hscore, hscore_core, (FEATURES,), _features_call(hscore_core),
+              default_dims=32, min_per_class=1,
+              description="H-Score (Bao et al. 2019) on standardised features, >= 0"),
+        _spec("hscore_shrink", hscore_shrink, hscore_shrink_core, (FEATURES,),
+              _features_call(hscore_shrink_core), default_dims=32, min_per_class=1,
+              description="H-Score with Ledoit-Wolf shrinkage (Ibrahim et al. 2022), >= 0"),
+        _spec("logme", logme, logme_core, (FEATURES,), _features_call(logme_core),
+              description="LogME evidence per sample (You et al. 2021), nats"),
+        _spec("transrate", transrate, transrate_core, (FEATURES,),
+              _features_call(transrate_core),
+              description="TransRate coding-rate gap (Huang et al. 2022), nats"),
+        _spec("gbc", gbc, gbc_core, (FEATURES,), _features_call(gbc_core), default_dims=64,
+              min_per_class=1,
+              description="Gaussian Bhattacharyya Coefficient, diagonal (Pandy et al. 2022), <= 0"),
+        _spec("gbc_spherical", gbc_spherical, gbc_spherical_core, (FEATURES,),
+              _features_call(gbc_spherical_core), default_dims=64, min_per_class=1,
+              description="Gaussian Bhattacharyya Coefficient, spherical, <= 0"),
+        _spec("knn", knn, knn_core, (FEATURES,), _features_call(knn_core), multilabel=True,
+              description="1-nearest-neighbour leave-one-out accuracy, %"),
+        _spec("logistic", logistic, logistic_core, (FEATURES,), _logistic_call, min_per_class=2,
+              description="Logistic regression (L2, C=1) on a stratified half, held-out accuracy %"),
+        _spec("heuristic", heuristic, heuristic_core, (META,), _heuristic_call, reduces=False,
+              multilabel=True, uses_labels=False,
+              description="Depth + log(source + target training images) (PARC Eq. 4)"),
+    ]
+}  # fmt: skip

@@ -1,0 +1,130 @@
+"""`python -m parc_jax.score`: formats, exit codes, one-line errors, atomic output, --help."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from toybank import toy_bank
+
+from parc_jax import score
+from parc_jax.bank import write_bank
+from parc_jax.scorers.registry import SCORERS
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "bank.msgpack"
+    write_bank(path, toy_bank())
+    return str(path)
+
+
+def run(argv, capsys):
+    code = score.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_table_is_sorted_best_first(bank_path, capsys):
+    code, out, err = run(["--bank", bank_path, "--methods", "parc,logme", "--sort-by", "logme",
+                          "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("target toy: 60 probe images, 4 classes, 5 models")
+    values = [float(line.split()[4]) for line in lines[3:]]
+    assert values == sorted(values, reverse=True) and len(values) == 5
+
+
+def test_json_document(bank_path, capsys):
+    code, out, _ = run(["--bank", bank_path, "--methods", "parc,leep", "--depth-prior",
+                        "--format", "json", "--top", "2", "--no-progress"], capsys)  # fmt: skip
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["methods"] == ["parc", "leep", "parc+l", "leep+l"]
+    assert doc["target"]["name"] == "toy"
+    prov = doc["provenance"]
+    assert {"version", "parameters", "pca", "bank_sha256", "device"} <= set(prov)
+    assert prov["parameters"]["parc"]["n_dims"] == 32
+    assert len(doc["models"]) == 2
+    assert doc["models"][0]["rank"]["parc"] == 1
+    assert set(doc["models"][0]["scores"]) == set(doc["methods"])
+
+
+def test_csv_with_spread(bank_path, capsys):
+    code, out, _ = run(["--bank", bank_path, "--methods", "knn", "--bootstrap", "3",
+                        "--format", "csv", "--no-progress"], capsys)  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 5
+    assert {"name", "architecture", "knn", "rank[knn]", "knn_std", "knn_top1"} <= set(rows[0])
+    assert sum(float(r["knn_top1"]) for r in rows) == pytest.approx(1.0)
+
+
+def test_all_methods_names_the_skipped(tmp_path, capsys):
+    b = toy_bank()
+    b.target.reference_features = None
+    path = tmp_path / "noref.msgpack"
+    write_bank(path, b)
+    code, out, err = run(["--bank", str(path), "--methods", "all", "--format", "json",
+                          "--no-progress"], capsys)  # fmt: skip
+    assert code == 0
+    assert err.count("\n") == 1 and err.startswith("skipped: ")
+    assert "rsa (" in err and "dds (" in err
+    assert "rsa" not in json.loads(out)["methods"]
+
+
+def test_output_file_is_written_atomically(bank_path, tmp_path, capsys):
+    out_file = tmp_path / "sub" / "scores.json"
+    code, out, _ = run(["--bank", bank_path, "--methods", "parc", "--format", "json",
+                        "--output", str(out_file), "--no-progress"], capsys)  # fmt: skip
+    assert code == 0 and out == ""
+    assert json.loads(out_file.read_text())["methods"] == ["parc"]
+    assert [p.name for p in out_file.parent.iterdir()] == ["scores.json"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--methods", "nope"], "unknown scorer"),
+        (["--n-dims", "zero"], "--n-dims"),
+        (["--n-dims", "-3"], "--n-dims"),
+        (["--format", "xml"], "invalid choice"),
+        (["--sort-by", "logme", "--methods", "parc"], "--sort-by"),
+        (["--top", "0"], "--top"),
+        (["--chunk-size", "0"], "chunk_size"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(bank_path, capsys, argv, message):
+    code, out, err = run(["--bank", bank_path, "--no-progress", *argv], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_bad_banks_exit_2(tmp_path, bank_path, capsys):
+    data = open(bank_path, "rb").read()
+    cut = tmp_path / "cut.msgpack"
+    cut.write_bytes(data[: len(data) // 2])
+    for path, message in [(cut, "cut.msgpack"), (tmp_path / "missing.msgpack", "does not exist")]:
+        code, out, err = run(["--bank", str(path), "--no-progress"], capsys)
+        assert code == 2 and out == "", err
+        assert err.count("\n") == 1 and message in err
+
+
+def test_help_lists_every_scorer():
+    out = subprocess.run([sys.executable, "-m", "parc_jax.score", "--help"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for name in SCORERS:
+        assert f"\n  {name} " in out
+
+
+def test_no_bank_scores_the_shipped_example(capsys):
+    path = score.example_bank_path()
+    if not path.exists():
+        pytest.fail(f"the example bank {path} is missing from the package data")
+    code, out, err = run(["--methods", "parc,leep", "--top", "3", "--no-progress"], capsys)
+    assert code == 0, err
+    assert len(out.splitlines()) == 6

@@ -1,0 +1,239 @@
+"""The engine and the Python API: batched scores equal per-model scores, padding and bucketing
+change nothing, chunks compile once, depth prior, score spread, method resolution, sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from toybank import K
+from toybank import toy_bank as _bank
+
+from parc_jax import engine, reference
+from parc_jax.api import ScoreResult, probe_subsample, score_bank
+from parc_jax.bank import Bank, ModelEntry, Target, write_bank
+from parc_jax.scorers.logistic import stratified_half
+from parc_jax.scorers.registry import SCORERS
+
+ALL = list(SCORERS)
+
+
+@pytest.fixture(scope="module")
+def bank() -> Bank:
+    return _bank()
+
+
+@pytest.fixture(scope="module")
+def result(bank) -> ScoreResult:
+    return score_bank(bank, methods="all", chunk_size=2, progress=False)
+
+
+def _expected(method: str, model: ModelEntry, target: Target) -> float:
+    spec = SCORERS[method]
+    dims = spec.default_dims if spec.reduces else None
+    y = target.labels
+    x = model.features.astype(np.float64)
+    if method == "heuristic":
+        return reference.heuristic(model.depth, model.source_images, target.num_images)
+    if method in ("leep", "nce"):
+        return getattr(reference, method)(model.probs, y, num_classes=K)
+    if method in ("rsa", "dds"):
+        ref = target.reference_for(model.architecture)
+        return getattr(reference, method)(x, ref, n_dims=dims)
+    if method == "logistic":
+        return reference.logistic(x, y, num_classes=K, train_mask=stratified_half(y), n_dims=dims)
+    return getattr(reference, method)(x, y, num_classes=K, n_dims=dims)
+
+
+def test_engine_matches_reference_for_every_scorer(bank, result):
+    """Padded, bucketed, chunked scores equal the NumPy reference model by model."""
+    assert set(result.methods) == set(ALL)
+    for i, model in enumerate(bank.models):
+        j = result.names.index(model.name)
+        for m in ALL:
+            want = _expected(m, model, bank.target)
+            got = float(result.scores[m][j])
+            tol = 1e-6 if m == "logistic" else 2e-4
+            assert got == pytest.approx(want, rel=tol, abs=tol * 10), (m, model.name)
+
+
+def test_models_keep_bank_identity(bank, result):
+    assert sorted(result.names) == sorted(bank.names)
+    assert {m["name"]: m["depth"] for m in result.models} == {m.name: m.depth for m in bank.models}
+
+
+def test_second_chunk_does_not_recompile():
+    """Five same-width models in chunks of 2 = three chunks, one trace."""
+    b = _bank(5, widths=(20,), seed=1)
+    engine.TRACE_COUNT.clear()
+    score_bank(b, methods=["parc", "knn"], chunk_size=2, progress=False)
+    assert list(engine.TRACE_COUNT.values()) == [1]
+    # a bigger bank of the same bucket reuses the compiled function: no new trace at all
+    score_bank(_bank(9, widths=(18,), seed=2), methods=["parc", "knn"], chunk_size=2,
+               progress=False)  # fmt: skip
+    assert list(engine.TRACE_COUNT.values()) == [1]
+
+
+def test_bucket_width_ladder():
+    assert engine.bucket_width(1) == 8
+    assert engine.bucket_width(512) == 512
+    assert engine.bucket_width(513) == 768
+    assert engine.bucket_width(4096) == 4096
+    assert engine.bucket_width(5000) == 8192
+
+
+def test_float16_bank_matches_float32(bank):
+    b16 = Bank(
+        bank.target,
+        [
+            ModelEntry(m.name, m.features.astype(np.float16), m.architecture, m.probs, m.depth,
+                       m.source, m.source_images)
+            for m in bank.models
+        ],
+    )  # fmt: skip
+    r16 = score_bank(b16, methods=["parc"], chunk_size=2, progress=False)
+    for i, m in enumerate(b16.models):
+        want = reference.parc(m.features.astype(np.float64), bank.target.labels, num_classes=K)
+        assert float(r16.scores["parc"][r16.names.index(m.name)]) == pytest.approx(want, rel=2e-4)
+
+
+def test_depth_prior(bank, result):
+    prior = score_bank(bank, methods=["parc", "logme"], depth_prior=True, l_max=20.0,
+                       chunk_size=2, progress=False)  # fmt: skip
+    assert prior.methods == ["parc", "logme", "parc+l", "logme+l"]
+    depths = np.array([m["depth"] for m in prior.models], float)
+    for m in ("parc", "logme"):
+        want = reference.depth_prior(prior.scores[m].astype(np.float64), depths, l_max=20.0)
+        np.testing.assert_allclose(prior.scores[m + "+l"], want, rtol=1e-5, atol=1e-5)
+    assert prior.provenance["parameters"]["parc"] == {"n_dims": 32, "l_max": 20.0}
+
+
+def test_depth_prior_needs_depths(bank):
+    no_depth = Bank(
+        bank.target,
+        [ModelEntry(m.name, m.features, m.architecture) for m in bank.models],
+    )
+    with pytest.raises(ValueError, match="depth"):
+        score_bank(no_depth, methods=["parc"], depth_prior=True, progress=False)
+
+
+def test_methods_all_skips_what_the_bank_cannot_support(bank):
+    bare = Bank(
+        Target("bare", bank.target.labels, K),
+        [ModelEntry(m.name, m.features, m.architecture) for m in bank.models],
+    )
+    res = score_bank(bare, methods=["parc", "knn"], chunk_size=2, progress=False)
+    assert res.skipped == {}
+    _, skipped = engine.resolve_methods("all", engine.TargetInfo("bare", bank.target.labels, K))
+    assert {"rsa", "dds", "heuristic"} <= set(skipped)
+    with pytest.raises(ValueError, match="leep cannot run on this bank: .*probs"):
+        score_bank(bare, methods=["leep"], progress=False)
+    with pytest.raises(ValueError, match="unknown scorer"):
+        score_bank(bare, methods=["parcc"], progress=False)
+
+
+def test_score_spread_is_seeded_and_sane(bank):
+    a = score_bank(bank, methods=["parc"], bootstrap=4, seed=3, chunk_size=2, progress=False)
+    b = score_bank(bank, methods=["parc"], bootstrap=4, seed=3, chunk_size=2, progress=False)
+    c = score_bank(bank, methods=["parc"], bootstrap=4, seed=4, chunk_size=2, progress=False)
+    sa, sc = a.spread["parc"], c.spread["parc"]
+    np.testing.assert_array_equal(sa["mean"], b.spread["parc"]["mean"])
+    assert not np.array_equal(sa["mean"], sc["mean"])
+    assert sa["top1"].sum() == pytest.approx(1.0)
+    assert np.all(sa["std"] >= 0)
+    # the spread is over real resamples: recompute them (same seed, same order) by hand
+    rng = np.random.default_rng(3)
+    idxs = [probe_subsample(bank.target.labels, 0.8, rng) for _ in range(4)]
+    for idx in idxs:
+        assert np.all(np.bincount(bank.target.labels[idx], minlength=K) >= 2)
+    m0 = bank.models[0]
+    boot = [
+        reference.parc(m0.features[idx].astype(np.float64), bank.target.labels[idx],
+                       num_classes=K)
+        for idx in idxs
+    ]  # fmt: skip
+    j = a.names.index(m0.name)
+    assert sa["mean"][j] == pytest.approx(np.mean(boot), rel=2e-4)
+    assert sa["std"][j] == pytest.approx(np.std(boot), rel=2e-2, abs=1e-3)
+
+
+def test_probe_subsample_keeps_two_per_class():
+    labels = np.array([0, 0, 1, 1, 1, 1, 1, 2, 2, 2])
+    idx = probe_subsample(labels, 0.5, np.random.default_rng(0))
+    counts = np.bincount(labels[idx], minlength=3)
+    assert counts.tolist() == [2, 2, 2]  # round(0.5*5)=2 (banker's rounding), mins of 2
+    assert len(set(idx.tolist())) == len(idx)
+
+
+def test_result_rows_and_dict(result):
+    rows = result.rows(sort_by="parc", top=3)
+    assert len(rows) == 3
+    assert [r["rank[parc]"] for r in rows] == [1, 2, 3]
+    assert rows[0]["parc"] >= rows[1]["parc"] >= rows[2]["parc"]
+    doc = result.to_dict(sort_by="parc")
+    json.dumps(doc)  # serialisable
+    assert doc["models"][0]["rank"]["parc"] == 1
+    assert doc["provenance"]["pca"] == "exact"
+
+
+def test_path_and_directory_banks_give_the_same_scores(tmp_path, bank, result):
+    write_bank(tmp_path / "bank.msgpack", bank)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_bank(shards / "a.msgpack", Bank(bank.target, bank.models[:2]))
+    write_bank(shards / "b.msgpack", Bank(bank.target, bank.models[2:]))
+    for path in (tmp_path / "bank.msgpack", shards):
+        res = score_bank(path, methods=["parc", "leep"], chunk_size=2, progress=False)
+        assert len(res.provenance["bank_sha256"]) == 64
+        for m in ("parc", "leep"):
+            got = dict(zip(res.names, res.scores[m]))
+            want = dict(zip(result.names, result.scores[m]))
+            for name in want:
+                assert got[name] == pytest.approx(want[name], rel=1e-6)
+
+
+def test_bad_options(bank):
+    with pytest.raises(ValueError, match="pca"):
+        score_bank(bank, methods=["parc"], pca="approx", progress=False)
+    with pytest.raises(ValueError, match="n_dims"):
+        score_bank(bank, methods=["parc"], n_dims=0, progress=False)
+    with pytest.raises(ValueError, match="chunk_size"):
+        score_bank(bank, methods=["parc"], chunk_size=0, progress=False)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    import jax
+    from toybank import toy_bank as _bank
+    from parc_jax.api import score_bank
+    assert len(jax.devices()) == 4, jax.devices()
+    b = _bank(7, widths=(20, 40))
+    many = score_bank(b, methods=["parc", "logme", "leep"], chunk_size=4, progress=False)
+    one = score_bank(b, methods=["parc", "logme", "leep"], chunk_size=4,
+                     devices=jax.devices()[:1], progress=False)
+    print(json.dumps({{m: [many.scores[m].tolist(), one.scores[m].tolist()]
+                      for m in many.methods}} | {{"device": many.provenance["device"]}}))
+    """
+)
+
+
+def test_model_axis_sharded_over_devices_equals_one_device():
+    """Four forced host devices: the model axis is sharded; scores equal one device's."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")  # fmt: skip
+    code = SHARDED.format(tests=os.path.dirname(__file__))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc.pop("device").startswith("4 x cpu")
+    for m, (many, one) in doc.items():
+        np.testing.assert_allclose(many, one, rtol=1e-5, err_msg=m)
