@@ -327,20 +327,7 @@ def score_bank(
                 boot = np.stack([np.asarray(_depth_prior(s, d, l_max=l_max)) for s in raw[m][1:]])
                 spread[key] = _spread(boot)
 
-    flags = {}
-    if "hscore" in run:
-        degenerate = [
-            m.name
-            for m in kept
-            if hscore_is_degenerate(target.n, min(dims["hscore"] or m.features.shape[1],
-                                                   m.features.shape[1]))
-        ]  # fmt: skip
-        if degenerate:
-            flags["hscore"] = (
-                f"degenerate for {len(degenerate)} model(s) (e.g. {degenerate[0]!r}): the "
-                "reduced dimension is >= n - 1, so the feature covariance is singular and "
-                "H-Score carries no information (K - 1 in exact arithmetic); reduce with n_dims"
-            )
+    flags = degenerate_flags(kept, target, dims, scores)
 
     provenance = {
         "package": "parc-jax",
@@ -376,6 +363,57 @@ def score_bank(
         flags=flags,
         spread=spread,
     )
+
+
+def _whitened(n: int, width: int, n_dims: int | None) -> bool:
+    """PCA to >= n - 1 dims then standardising whitens the probe: all rows equidistant."""
+    return n_dims is not None and min(n_dims, width) >= n - 1
+
+
+def degenerate_flags(
+    kept: Sequence[ModelBatch],
+    target: TargetInfo,
+    dims: dict[str, int | None],
+    scores: dict[str, np.ndarray],
+) -> dict[str, str]:
+    """Find scores that carry no information, set them to NaN and say why (per method).
+
+    * hscore: reduced dimension >= n - 1 makes the feature covariance singular; the score is
+      K - 1 in exact arithmetic for every model, rounding noise in float32 (METRICS.md).
+    * dds: PCA to >= n - 1 dims plus standardisation whitens the rows, so every pair of images
+      has the same cosine distance and CKA is 0/0.
+    """
+    n = target.n
+    flags: dict[str, str] = {}
+    why = {
+        "hscore": "the reduced dimension is >= n - 1: the feature covariance is singular and "
+        "H-Score is K - 1 for every model (no information)",
+        "dds": "PCA to >= n - 1 dims whitens the probe: all cosine distances are equal",
+    }
+    for method in why:
+        if method not in scores:
+            continue
+        bad = []
+        for i, m in enumerate(kept):
+            width = m.features.shape[1]
+            if method == "hscore":
+                d_used = min(dims[method] or width, width)
+                hit = hscore_is_degenerate(n, d_used)
+            else:
+                ref = target.reference_for(m.architecture)
+                hit = _whitened(n, width, dims[method]) or (
+                    ref is not None and _whitened(n, ref.shape[1], dims[method])
+                )
+            if hit:
+                bad.append(i)
+        if bad:
+            scores[method][bad] = np.nan
+            flags[method] = (
+                f"degenerate for {len(bad)} of {len(kept)} model(s) (e.g. "
+                f"{kept[bad[0]].name!r}): {why[method]}; shown as NaN. Use a smaller n_dims "
+                "or a larger probe"
+            )
+    return flags
 
 
 def _spread(boot: np.ndarray) -> dict[str, np.ndarray]:

@@ -170,17 +170,25 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
     f_eff = jnp.minimum(jnp.minimum(n_dims, n - 1), d_valid)
     xc = center(x, mask)
     if n <= d:
-        vals, u = _top_eigenvectors(matmul(xc, xc.T), width)  # [n, F], descending
-        # Loadings up to a positive scale: V = Xc^T U / s, so signs and argmax need no s.
-        loadings = matmul(xc.T, u)
-        scores = matmul(xc, loadings)
-        norms = jnp.linalg.norm(loadings, axis=0)
-        scores = scores / jnp.where(norms > 0, norms, 1.0)
-        signs = _sign_fix(loadings)
+        lam, u = _top_eigenvectors(matmul(xc, xc.T), width)  # [n, F], descending
+        v = matmul(xc.T, u)  # loadings up to scale: V = Xc^T U / s, |V_i|^2 = lambda_i
+        # Null eigenvectors of the Gram give no loading (V = 0 in exact arithmetic); left in,
+        # their normalised rounding noise would overlap the real directions. QR then makes the
+        # basis orthonormal; the directions it adds carry (numerically) no variance.
+        keep = lam > NULL_COMPONENT_RTOL * jnp.maximum(lam[0], 0.0)
+        v = v * keep[None, :] / jnp.sqrt(jnp.where(keep, lam, 1.0))[None, :]
+        v, _ = jnp.linalg.qr(v)
     else:
-        vals, v = _top_eigenvectors(matmul(xc.T, xc), width)  # [d, F]
-        signs = _sign_fix(v)
-        scores = matmul(xc, v)
+        _, v = _top_eigenvectors(matmul(xc.T, xc), width)  # [d, F]
+    # Rayleigh-Ritz on the data itself: the SVD of the thin [n, F] projection re-resolves the
+    # directions inside the subspace at the accuracy of singular values, not of their squares.
+    # Weak components of a float32 Gram/covariance eigendecomposition carry errors of order
+    # eps * lambda_max / gap; this step brings them to eps * sigma_max / gap.
+    u_small, sing, wt = jnp.linalg.svd(matmul(xc, v), full_matrices=False)
+    v = matmul(v, wt.T)
+    vals = sing * sing
+    signs = _sign_fix(v)
+    scores = u_small * sing[None, :]
     comp_mask = jnp.arange(width) < f_eff
     # Beyond the numerical rank a component is zero in exact arithmetic (Xc v = 0); computed,
     # it is rounding noise that standardisation would blow up to unit variance. Such columns

@@ -43,6 +43,7 @@ def synthetic_features(
     signal: float = 1.0,
     latent: int = 64,
     decay: float = 0.9,
+    noise: float = 0.05,
 ) -> np.ndarray:
     """``[n, d]`` float32 features with class structure of strength ``signal``."""
     n = labels.shape[0]
@@ -53,7 +54,7 @@ def synthetic_features(
     # decaying spectrum: well-separated principal directions
     z *= decay ** np.arange(latent)[None, :] * 3.0 + 0.1
     mix = rng.normal(size=(latent, d)) / np.sqrt(latent)
-    x = z @ mix + 0.05 * rng.normal(size=(n, d))
+    x = z @ mix + noise * rng.normal(size=(n, d))
     return np.maximum(x, 0.0).astype(np.float32) if d > 4 else x.astype(np.float32)
 
 
