@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here (atomically) instead of stdout")
     p.add_argument("--chunk-size", type=int, default=64, help="models per compiled batch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--halving",
+        type=int,
+        metavar="ETA",
+        help="successive halving with one method: keep the best 1/ETA per round on growing "
+        "probe subsets (sub-linear cost)",
+    )
+    p.add_argument(
+        "--halving-min-fraction",
+        type=float,
+        default=0.125,
+        help="probe fraction of the first halving round (default 1/8)",
+    )
     g = p.add_argument_group(
         "several processes/hosts (or PARC_JAX_COORDINATOR, PARC_JAX_NUM_PROCESSES, "
         "PARC_JAX_PROCESS_ID); each process scores its own shards, process 0 writes the output"
@@ -158,6 +171,56 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
+def _run_halving(args, bank: str, methods, n_dims) -> str:
+    """``--halving``: successive halving with one method; table/json/csv of the ranking."""
+    from parc_jax.halving import successive_halving
+
+    if methods == "all" or len(methods) != 1:
+        raise ValueError("--halving: name exactly one method with --methods")
+    if args.depth_prior or args.bootstrap:
+        raise ValueError("--halving: cannot be combined with --depth-prior or --bootstrap")
+    res = successive_halving(
+        bank,
+        method=methods[0],
+        eta=args.halving,
+        min_fraction=args.halving_min_fraction,
+        n_dims=n_dims,
+        pca=args.pca,
+        chunk_size=args.chunk_size,
+        seed=args.seed,
+    )
+    names = res.ranking[: args.top] if args.top else res.ranking
+    rows = [
+        {"rank": i, "name": n, res.method: res.scores[n], "round": res.rounds[n],
+         "probe_images": res.probe_sizes[res.rounds[n]]}
+        for i, n in enumerate(names, 1)
+    ]  # fmt: skip
+    if args.format == "json":
+        doc = {
+            "method": res.method,
+            "probe_sizes": res.probe_sizes,
+            "survivors_per_round": res.survivors_per_round,
+            "cost_fraction": res.cost_fraction,
+            "models": rows,
+        }
+        return json.dumps(doc, indent=2) + "\n"
+    if args.format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    lines = [
+        f"successive halving with {res.method}: probe sizes {res.probe_sizes}, models per "
+        f"round {res.survivors_per_round}, cost {res.cost_fraction:.1%} of scoring all",
+        f"{'#':>4}  {'model':<30} {res.method:>10}  round",
+    ]
+    lines += [
+        f"{r['rank']:>4}  {r['name']:<30} {r[res.method]:>10.4g}  {r['round']}" for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -183,6 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        if args.halving is not None:
+            text = _run_halving(args, bank, methods, n_dims)
+            if args.output:
+                write_atomic(args.output, text)
+            else:
+                sys.stdout.write(text)
+            return 0
         result = score_bank(
             bank,
             methods=methods,
