@@ -296,13 +296,23 @@ def spearman_two_valued(values: jax.Array, high: jax.Array) -> jax.Array:
 
     ``high: bool [m]`` marks entries of the two-valued variable's larger value. With average
     ranks, the two-valued variable's ranks are constants per group, so only ``values`` needs
-    ranking (one sort, ties exact) and the correlation is a point-biserial one:
+    ranking and the correlation is a point-biserial one:
     ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``.
+
+    One sort of the bare int32 keys, no permutation payload: each value's tie group spans
+    ``[left, right)`` of the sorted keys (two binary searches), so ``2 r - (m + 1) = left +
+    right - m`` exactly, ties included. On XLA:CPU this is ~2.4x faster per PARC call than
+    sorting (key, index) pairs (``benchmarks/parc_sort_keys.py``).
     """
     m = values.shape[0]
-    c, order, tie_term = _twice_centred_ranks(values)
-    high_sorted = high.astype(jnp.int32)[order]
-    s_high = _int_block_sum(c * high_sorted) / 2.0  # sum over high of (r - rbar)
+    keys = _order_keys(values)
+    sorted_keys = jnp.sort(keys)
+    left = jnp.searchsorted(sorted_keys, keys, side="left")
+    right = jnp.searchsorted(sorted_keys, keys, side="right")
+    c = (left + right - m).astype(jnp.int32)
+    t = (right - left).astype(jnp.float32)
+    tie_term = jnp.sum(t * t - 1.0)  # each of a group's t members adds t^2 - 1: t (t^2 - 1)
+    s_high = _int_block_sum(c * high.astype(jnp.int32)) / 2.0  # sum over high of (r - rbar)
     m1 = jnp.sum(high.astype(jnp.float32))
     m0 = jnp.float32(m) - m1
     ss_r = _centred_sum_squares(m, tie_term)

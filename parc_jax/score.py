@@ -244,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from parc_jax import distributed
     from parc_jax.api import score_bank
 
+    # Compiled programs persist across runs (the first run on a machine pays the compile).
+    cache = os.environ.get("PARC_JAX_CACHE_DIR", str(Path.home() / ".cache" / "parc_jax" / "xla"))
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
     try:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         if args.halving is not None:

@@ -1,0 +1,112 @@
+"""DDS: Duality Diagram Similarity (Dwivedi et al. 2020) as debiased CKA of distance matrices.
+
+Both feature sets are reduced (default 64 dims) and standardised; each gives a cosine-distance
+matrix ``1 - cos(rows)``; the score is the debiased, centred CKA of the two matrices
+(Kornblith et al. 2019) built on the unbiased HSIC estimator (Song et al. 2012), x100.
+
+The unbiased HSIC is computed in its U-centred form (Szekely & Rizzo 2014): for a symmetric
+``K: [n, n]`` with zero diagonal, ``U(K)_ij = K_ij - r_i/(n-2) - r_j/(n-2) + S/((n-1)(n-2))``
+off the diagonal (``r`` the row sums, ``S`` the total) and ``U(K)_ii = 0``; then
+``HSIC_u(K, L) = <U(K), U(L)> / (n (n - 3))``, the same number as Song et al.'s three-term
+formula. Centring first removes the large common mean of the distances before the products
+are summed, so float32 does not lose the small covariance to cancellation; the ``n (n - 3)``
+factors cancel in CKA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from parc_jax import numerics
+from parc_jax.scorers.parc import (
+    _check_informative,
+    _float_array,
+    _mask_or_ones,
+    _reduce,
+    check_reference,
+)
+from parc_jax.validation import check_features, check_mask, check_n_dims, is_traced
+
+__all__ = ["cosine_distance", "dds", "dds_core", "u_centre"]
+
+
+def cosine_distance(x: jax.Array) -> jax.Array:
+    """``1 - cos(rows)`` of ``x: [n, f]`` as ``[n, n]`` with a zero diagonal.
+
+    A zero row has no direction: it is given cosine 0 (distance 1) with every other row,
+    rather than NaN (SciPy's ``cdist`` answer; the NumPy reference rejects such rows).
+    Padded columns are zero and contribute nothing.
+    """
+    norm = jnp.linalg.norm(x, axis=1, keepdims=True)
+    unit = x / jnp.where(norm > 0, norm, 1.0)
+    dist = 1.0 - numerics.matmul(unit, unit.T)
+    return jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, dist)
+
+
+def u_centre(k: jax.Array) -> jax.Array:
+    """U-centring of a symmetric ``k: [n, n]`` (its diagonal is ignored), ``n >= 4``."""
+    n = k.shape[0]
+    eye = jnp.eye(n, dtype=bool)
+    k = jnp.where(eye, 0.0, k)
+    rows = jnp.sum(k, axis=1)
+    total = numerics.accurate_sum(rows)
+    out = k - (rows[:, None] + rows[None, :]) / (n - 2) + total / ((n - 1) * (n - 2))
+    return jnp.where(eye, 0.0, out)
+
+
+def dds_core(
+    features: jax.Array,
+    reference_features: jax.Array,
+    feature_mask: jax.Array | None = None,
+    reference_mask: jax.Array | None = None,
+    *,
+    n_dims: int | None = 64,
+) -> jax.Array:
+    """DDS x100 for one model (pure; jit/vmap-able, no checks).
+
+    ``features: [n, d]``, ``reference_features: [n, d_r]``, masks ``bool [d]`` / ``[d_r]``;
+    ``n >= 4``.
+    """
+    x, xm = _reduce(features, feature_mask, n_dims)
+    r, rm = _reduce(reference_features, reference_mask, n_dims)
+    ux = u_centre(cosine_distance(numerics.standardize(x, xm)))
+    ur = u_centre(cosine_distance(numerics.standardize(r, rm)))
+    cross = numerics.accurate_sum(ux * ur)
+    self_x = numerics.accurate_sum(ux * ux)
+    self_r = numerics.accurate_sum(ur * ur)
+    return (100.0 * cross / jnp.sqrt(self_x * self_r)).astype(x.dtype)
+
+
+_dds_jit = jax.jit(dds_core, static_argnames=("n_dims",))
+
+
+def dds(
+    features: Any,
+    reference_features: Any,
+    feature_mask: Any = None,
+    reference_mask: Any = None,
+    *,
+    n_dims: int | None = 64,
+) -> jax.Array:
+    """Duality Diagram Similarity x100 against a target-trained reference model.
+
+    ``features: [n, d]``, ``reference_features: [n, d_r]`` (same probe images, same order),
+    optional column masks. Reduce both to ``n_dims`` (exact PCA; ``None``: none), standardise,
+    cosine-distance matrices, debiased CKA. Needs ``n >= 4`` probe images (the unbiased HSIC
+    divides by ``n - 3``). Labels are not used.
+    """
+    if not is_traced(features, reference_features, feature_mask, reference_mask):
+        f = check_features(features, min_rows=4)
+        r = check_reference(reference_features, f.shape[0], min_rows=4)
+        check_mask(feature_mask, f.shape[1], "feature_mask")
+        check_mask(reference_mask, r.shape[1], "reference_mask")
+        check_n_dims(n_dims)
+        _check_informative(f, "features")
+        _check_informative(r, "reference_features")
+        features, reference_features = _float_array(f), _float_array(r)
+        feature_mask = _mask_or_ones(feature_mask, f.shape[1])
+        reference_mask = _mask_or_ones(reference_mask, r.shape[1])
+    return _dds_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)

@@ -1,0 +1,580 @@
+"""PARC, RSA, DDS, kNN, logistic, heuristic and depth prior: JAX against the NumPy reference.
+
+Data have real class structure (class means plus noise) and a decaying spectrum, so that PCA
+is well conditioned in float32 (a near-flat spectrum makes the PCA itself, not the scorer,
+the thing under test).
+
+Compilation dominates the run time on CPU, so the four feature-geometry scores (parc, rsa,
+dds, knn) are computed together by one jitted program per shape (:func:`geometry`, built from
+the *public* functions, which pass tracers through unchecked), and the padding tests pad one
+case to the width of another so that both programs are reused.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from parc_jax import numerics
+from parc_jax import reference as ref
+from parc_jax.scorers import dds as dds_mod
+from parc_jax.scorers import heuristic as heur_mod
+from parc_jax.scorers import knn as knn_mod
+from parc_jax.scorers import logistic as logi_mod
+from parc_jax.scorers import parc as parc_mod
+from parc_jax.scorers.dds import cosine_distance, dds, u_centre
+from parc_jax.scorers.heuristic import depth_prior, heuristic, heuristic_core
+from parc_jax.scorers.knn import knn
+from parc_jax.scorers.logistic import (
+    fit_logistic,
+    logistic,
+    logistic_core,
+    standardize_rows,
+    stratified_half,
+)
+from parc_jax.scorers.parc import multilabel_distance_key, parc, rsa
+
+RTOL = 1e-4  # float32 against the float64 reference
+
+
+def make_probe(seed, n, d, k, *, zero_column=False, two_sample_class=False, sep=1.0):
+    """Features ``float32 [n, d]`` = (class mean + noise) * decaying spectrum; labels ``[n]``.
+
+    Every class has >= 2 samples; with ``two_sample_class`` class 0 has exactly 2.
+    """
+    rng = np.random.default_rng(seed)
+    if two_sample_class:
+        rest = rng.integers(1, k, n - 2 * k)
+    else:
+        rest = rng.integers(0, k, n - 2 * k)
+    labels = rng.permutation(np.concatenate([np.repeat(np.arange(k), 2), rest]))
+    means = rng.normal(size=(k, d)) * sep
+    spectrum = 3.0 / (1.0 + np.arange(d)) ** 0.75
+    x = (means[labels] + rng.normal(size=(n, d))) * spectrum[rng.permutation(d)]
+    if zero_column:
+        x[:, 3] = 1.5
+    return x.astype(np.float32), labels.astype(np.int32)
+
+
+def make_reference_features(seed, features, labels, d_r):
+    """A second 'model' of the same probe: a noisy random map of the features plus class means."""
+    rng = np.random.default_rng(seed + 1000)
+    k = int(labels.max()) + 1
+    mix = rng.normal(size=(features.shape[1], d_r)) / np.sqrt(features.shape[1])
+    r = features @ mix + rng.normal(size=(k, d_r))[labels] * 0.5
+    r = r + rng.normal(size=r.shape) * 0.3
+    return (r / (1.0 + np.arange(d_r)) ** 0.5).astype(np.float32)
+
+
+# (seed, n, d, K, options): n 20..500, d 8..2048, K 2..100; one d > n, one zero-variance
+# column, one class of exactly 2 samples (with K = 100 at n = 200 every class has 2). C and D
+# share n so that D padded to C's width reuses C's compiled programs.
+CASES = {
+    "n20-d8-k2": (0, 20, 8, 2, {}),
+    "n120-d2048-k5": (1, 120, 2048, 5, {}),
+    "n200-d64-k10-zero-col-two-sample": (2, 200, 64, 10, {"zero_column": True,
+                                                          "two_sample_class": True}),
+    "n200-d48-k100": (3, 200, 48, 100, {}),
+    "n500-d256-k37": (4, 500, 256, 37, {}),
+}  # fmt: skip
+WIDE = "n200-d64-k10-zero-col-two-sample"  # the padded width
+NARROW = "n200-d48-k100"  # padded to WIDE's width in the padding tests
+
+
+@pytest.fixture(scope="module")
+def probes():
+    out = {}
+    for name, (seed, n, d, k, opts) in CASES.items():
+        x, y = make_probe(seed, n, d, k, **opts)
+        r = make_reference_features(seed, x, y, max(8, d // 3))
+        out[name] = (x, y, k, r)
+    return out
+
+
+def close(actual, expected, rtol=RTOL, atol=1e-6):
+    np.testing.assert_allclose(float(actual), expected, rtol=rtol, atol=atol)
+
+
+def geometry(x, y, r, xm, rm, *, n_dims="default", knn_dims=None):
+    """parc, rsa, dds and knn of one model through the public functions (traced: no checks).
+
+    ``n_dims="default"`` keeps each scorer's default reduction (parc 32, rsa/dds 64).
+    """
+    dims = {} if n_dims == "default" else {"n_dims": n_dims}
+    multi = y.ndim == 2
+    k = y.shape[1] if multi else 2  # num_classes does not enter parc/knn's arithmetic
+    return {
+        "parc": parc(x, y, xm, num_classes=k, **dims),
+        "rsa": rsa(x, r, xm, rm, **dims),
+        "dds": dds(x, r, xm, rm, **dims),
+        "knn": knn(x, y, xm, num_classes=k, n_dims=knn_dims),
+    }
+
+
+_geometry = jax.jit(geometry, static_argnames=("n_dims", "knn_dims"))
+
+
+def run_geometry(x, y, r, xm=None, rm=None, **kw):
+    xm = np.ones(x.shape[1], bool) if xm is None else xm
+    rm = np.ones(r.shape[1], bool) if rm is None else rm
+    return {key: float(v) for key, v in _geometry(x, y, r, xm, rm, **kw).items()}
+
+
+def reference_geometry(x, y, k, r, *, n_dims="default", knn_dims=None):
+    dims = {} if n_dims == "default" else {"n_dims": n_dims}
+    return {
+        "parc": ref.parc(x, y, num_classes=k, **dims),
+        "rsa": ref.rsa(x, r, **dims),
+        "dds": ref.dds(x, r, **dims),
+        "knn": ref.knn(x, y, num_classes=k, n_dims=knn_dims),
+    }
+
+
+def close_all(got, want, rtol=RTOL, atol=1e-6):
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+# ------------------------------------------------------------------------------------------
+# JAX against the reference
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_geometry_scores_match_reference(probes, case):
+    """parc, rsa, dds, knn with default reductions: 5 cases."""
+    x, y, k, r = probes[case]
+    close_all(run_geometry(x, y, r), reference_geometry(x, y, k, r))
+
+
+def test_no_reduction_matches_reference(probes):
+    """n_dims=None for parc, rsa, dds; knn with PCA to 16 dims."""
+    x, y, k, r = probes[NARROW]
+    got = run_geometry(x, y, r, n_dims=None, knn_dims=16)
+    close_all(got, reference_geometry(x, y, k, r, n_dims=None, knn_dims=16))
+
+
+def make_multilabel(seed, n, k, p, classes=None):
+    """0/1 ``[n, k]``, no row all 0 or all 1; tied to ``classes`` when given (a 0/1 pattern per
+    class, each bit flipped with probability ``p``), else independent bits with P(1) = p."""
+    rng = np.random.default_rng(seed)
+    if classes is None:
+        y = (rng.random((n, k)) < p).astype(np.float32)
+    else:
+        pattern = rng.random((int(classes.max()) + 1, k)) < 0.4
+        y = (pattern[classes] ^ (rng.random((n, k)) < p)).astype(np.float32)
+    sums = y.sum(axis=1)
+    y[sums == 0, rng.integers(0, k)] = 1.0
+    y[sums == k, 0] = 0.0
+    return y
+
+
+def exact_label_order(y):
+    """Exact ``-corr`` of 0/1 rows as Fractions, upper triangle (independent of the JAX key)."""
+    y = np.asarray(y, dtype=np.int64)
+    k = y.shape[1]
+    a = y.sum(axis=1)
+    shared = y @ y.T
+    rows, cols = np.triu_indices(y.shape[0], 1)
+    out = []
+    for i, j in zip(rows, cols, strict=True):
+        num = int(shared[i, j]) * k - int(a[i]) * int(a[j])
+        den = int(a[i] * (k - a[i]) * a[j] * (k - a[j]))
+        out.append(-(1 if num > 0 else -1 if num < 0 else 0) * Fraction(num * num, den))
+    return out
+
+
+def exact_multilabel_parc(x, y, n_dims=32):
+    """Reference feature side; label side with exact ties (Fractions -> float64 is monotone and
+    maps equal fractions to equal floats). ``reference.parc`` itself splits those ties."""
+    dist_f = ref._upper(ref._row_corr_distance(ref.standardize(ref.pca(x, n_dims))))
+    dist_y = np.array([float(v) for v in exact_label_order(y)])
+    return 100.0 * scipy.stats.spearmanr(dist_f, dist_y).statistic
+
+
+def test_multilabel_key_has_exact_ties():
+    y = make_multilabel(7, 60, 12, 0.25)
+    exact = exact_label_order(y)
+    ranks_exact = scipy.stats.rankdata(np.array([float(v) for v in exact]))
+    key = jax.jit(lambda v: numerics.upper_triangle(multilabel_distance_key(v)))(y)
+    assert np.unique(np.asarray(key)).size == len(set(exact))
+    np.testing.assert_array_equal(scipy.stats.rankdata(np.asarray(key)), ranks_exact)
+    # float64 1 - corrcoef splits these exact ties by rounding (the reference's multi-label
+    # label distance does this): more distinct values than exist.
+    noisy = ref._upper(1.0 - np.corrcoef(y.astype(np.float64)))
+    assert np.unique(noisy).size > len(set(exact))
+
+
+# K = 100 at n = 200: every class has exactly 2 samples, one on each side of the split.
+# L_NARROW padded to L_WIDE's width reuses L_WIDE's compiled program.
+LOGISTIC_CASES = {
+    "n20-d8-k2": (0, 20, 8, 2, {"sep": 1.0}),
+    "n120-d300-k5": (1, 120, 300, 5, {"sep": 0.15}),
+    "n200-d64-k100-zero-col": (2, 200, 64, 100, {"zero_column": True, "sep": 0.7}),
+    "n200-d40-k100": (6, 200, 40, 100, {"sep": 0.7}),
+    "n500-d2048-k3": (5, 500, 2048, 3, {"sep": 0.05}),
+}
+L_WIDE, L_NARROW = "n200-d64-k100-zero-col", "n200-d40-k100"
+
+
+@pytest.fixture(scope="module")
+def logistic_probes():
+    out = {}
+    for name, (seed, n, d, k, opts) in LOGISTIC_CASES.items():
+        x, y = make_probe(seed, n, d, k, **opts)
+        out[name] = (x, y, k, stratified_half(y, seed=seed))
+    return out
+
+
+def assert_same_accuracy(got, want, train):
+    """Equal held-out accuracy, up to one held-out sample.
+
+    float32 fits agree with the float64 optimum to 1e-3 or better in the logits (the float32
+    gradient bottoms out near 1e-7, the smallest curvature is 1 / (C n_train)); a held-out
+    sample whose two best logits are closer than that may flip. These cases have no such
+    sample today, but the tolerance keeps the test about the scorer, not about rounding luck.
+    """
+    assert abs(float(got) - want) <= 100.0 / np.count_nonzero(~train) + 1e-4, (float(got), want)
+
+
+@pytest.mark.parametrize("case", list(LOGISTIC_CASES))
+def test_logistic_matches_reference(logistic_probes, case):
+    x, y, k, train = logistic_probes[case]
+    want = ref.logistic(x, y, num_classes=k, train_mask=train)
+    assert_same_accuracy(logistic(x, y, num_classes=k, train_mask=train), want, train)
+    assert 0.0 < want < 100.0  # not trivial: a wrong fit would show
+
+
+def test_logistic_with_pca_matches_reference(logistic_probes):
+    x, y, k, train = logistic_probes["n120-d300-k5"]
+    want = ref.logistic(x, y, num_classes=k, train_mask=train, n_dims=24)
+    assert_same_accuracy(logistic(x, y, num_classes=k, train_mask=train, n_dims=24), want, train)
+
+
+def test_logistic_fit_matches_reference_optimum(logistic_probes):
+    """The L-BFGS optimum itself: logits within 1e-3 of the float64 reference fit."""
+    x, y, k, train = logistic_probes[L_NARROW]
+    xs = np.asarray(jax.jit(standardize_rows)(x, train))
+    w_ref, b_ref, result = ref.logistic_fit(xs[train].astype(np.float64), y[train], num_classes=k)
+    assert result.success
+    w, b, iters = jax.jit(fit_logistic, static_argnames="num_classes")(
+        jnp.asarray(xs), jnp.asarray(y), jnp.asarray(train), num_classes=k
+    )
+    assert int(iters) < logi_mod.MAX_EVALUATIONS
+    logits = xs @ np.asarray(w) + np.asarray(b)
+    np.testing.assert_allclose(logits, xs @ w_ref + b_ref, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------
+# vmap over a bank of models == a Python loop (public functions, traced inside vmap)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bank(probes):
+    """Three models of the same probe: [3, n, d] features and [3, n, d_r] reference features."""
+    x, y, k, r = probes[WIDE]
+    xs = np.stack([x, make_probe(21, *x.shape, k)[0], make_probe(22, *x.shape, k)[0]])
+    rs = np.stack([r, r[:, ::-1].copy(), r * 2.0 + 1.0])
+    return xs, y, k, rs
+
+
+def test_vmap_equals_loop_geometry(bank):
+    """jit(vmap) over 3 models == a loop; the loop reuses the WIDE case's compiled program."""
+    xs, y, _, rs = bank
+    ones_x, ones_r = np.ones(xs.shape[2], bool), np.ones(rs.shape[2], bool)
+    batched = jax.jit(jax.vmap(geometry, in_axes=(0, None, 0, None, None)))(
+        jnp.asarray(xs), jnp.asarray(y), jnp.asarray(rs), ones_x, ones_r
+    )
+    for i, (x, r) in enumerate(zip(xs, rs, strict=True)):
+        close_all({key: float(v[i]) for key, v in batched.items()}, run_geometry(x, y, r))
+    assert len({float(v) for v in batched["parc"]}) == 3  # three different models
+
+
+def test_vmap_equals_loop_logistic(logistic_probes):
+    x, y, k, train = logistic_probes["n20-d8-k2"]
+    xs = np.stack([x, make_probe(31, *x.shape, k, sep=0.3)[0], x[:, ::-1] * 0.5])
+    fn = jax.vmap(lambda f: logistic_core(
+        f, jnp.asarray(y), num_classes=k, train_mask=jnp.asarray(train)))  # fmt: skip
+    batched = jax.jit(fn)(jnp.asarray(xs))
+    loop = [float(logistic(f, y, num_classes=k, train_mask=train)) for f in xs]
+    np.testing.assert_array_equal(np.asarray(batched), loop)
+
+
+def test_vmap_equals_loop_heuristic():
+    depth = jnp.array([8.0, 14.0, 26.0])
+    source = jnp.array([1000.0, 5e4, 2e6])
+    batched = jax.jit(jax.vmap(heuristic_core, in_axes=(0, 0, None)))(depth, source, 300.0)
+    loop = [float(heuristic(float(a), float(b), 300.0)) for a, b in zip(depth, source)]
+    np.testing.assert_allclose(np.asarray(batched), loop, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Padded (zero columns + mask) == unpadded
+# ------------------------------------------------------------------------------------------
+
+
+def pad_to(x, width):
+    padded = np.concatenate([x, np.zeros((x.shape[0], width - x.shape[1]), x.dtype)], axis=1)
+    return padded, np.arange(width) < x.shape[1]
+
+
+PAD_RTOL = 2e-6  # same numbers, different shapes: only float rounding may differ
+
+
+@pytest.fixture(scope="module")
+def padded(probes):
+    """NARROW's features padded to WIDE's widths (so WIDE's compiled programs are reused)."""
+    x, y, k, r = probes[NARROW]
+    wide_x, _, _, wide_r = probes[WIDE]
+    xp, xm = pad_to(x, wide_x.shape[1])
+    rp, rm = pad_to(r, wide_r.shape[1])
+    return x, y, k, r, xp, xm, rp, rm
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"n_dims": None, "knn_dims": 16}], ids=["default-dims", "no-reduction"]
+)
+def test_padded_equals_unpadded(padded, kw):
+    """Zero columns + masks give the unpadded scores (reference features have 16 of 21 valid
+    columns, so rsa/dds's PCA-64 also masks components)."""
+    x, y, _, r, xp, xm, rp, rm = padded
+    close_all(run_geometry(xp, y, rp, xm, rm, **kw), run_geometry(x, y, r, **kw), rtol=PAD_RTOL)
+
+
+@jax.jit
+def _multilabel_scores(x, y, mask):
+    k = y.shape[1]
+    return parc(x, y, mask, num_classes=k), knn(x, y, mask, num_classes=k)
+
+
+def test_padded_multilabel_matches_reference(padded):
+    """Multi-label parc (exact ties) and knn, on padded features."""
+    x, classes, _, _, xp, xm, _, _ = padded
+    y = make_multilabel(13, x.shape[0], 8, 0.1, classes)
+    got_parc, got_knn = _multilabel_scores(xp, y, xm)
+    close(got_parc, exact_multilabel_parc(x, y))
+    close(got_knn, ref.knn(x, y, num_classes=8))
+
+
+def test_padded_equals_unpadded_logistic(logistic_probes):
+    x, y, k, train = logistic_probes[L_NARROW]
+    wide = logistic_probes[L_WIDE][0]
+    xp, xm = pad_to(x, wide.shape[1])
+    want = float(logistic(x, y, num_classes=k, train_mask=train))
+    assert float(logistic(xp, y, xm, num_classes=k, train_mask=train)) == want
+
+
+# ------------------------------------------------------------------------------------------
+# Known values (float64)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_known_parc_rsa_dds(x64):
+    """Hand-computed values in float64, all at one shape (one compiled program)."""
+    # Rows of +-1 with zero row sums and balanced columns: standardisation leaves them as they
+    # are and every row correlation is exact (0, +-1), so no rounding can split a tie.
+    a, b = np.array([1.0, 1.0, -1.0, -1.0]), np.array([1.0, -1.0, 1.0, -1.0])
+    groups = np.repeat(np.arange(4), 3)
+    x = np.stack([a, -a, b, -b])[groups]
+    # A per-column affine map and a column permutation vanish under standardisation.
+    scale = np.array([2.0, 0.5, 3.0, 7.0])
+
+    def scores(f, labels):
+        out = run_geometry(f, labels, f[:, ::-1] * scale - 4.0, n_dims=None)
+        assert out["rsa"] == pytest.approx(100.0, abs=1e-4)
+        assert out["dds"] == pytest.approx(100.0, abs=1e-9)
+        return out
+
+    # numerics' rank sums are float32 even under x64 (~1e-7 relative), hence abs=1e-4 for
+    # parc and rsa; dds is float64 throughout.
+    # Two classes {a, b} x 6: distance 0 within a class, 1 between: a perfect match.
+    two = np.repeat([0, 1], 6)
+    assert scores(np.stack([a, b])[two], two)["parc"] == pytest.approx(100.0, abs=1e-4)
+    # Four groups: distance 0 (same group, 12 pairs), 1 (a/b-type pairs, 36), 2 (a/-a and b/-b,
+    # 18); average ranks 6.5, 30.5, 57.5 (mean 33.5, sum of squares 19440). Labels "other
+    # group" (54 pairs): sum over them of (r - 33.5) = 36 (-3) + 18 (24) = 324, and the binary
+    # variable's sum of squares is 66 (9/11)(2/11); rho = 324 / sqrt(19440 * 1188/121).
+    out = scores(x, groups)
+    assert out["parc"] == pytest.approx(100.0 * np.sqrt(11.0 / 20.0), abs=1e-4)
+    assert out["knn"] == pytest.approx(100.0, rel=1e-15)  # duplicates in every group
+    # Merging {a, -a} and {b, -b}: only the 36 distance-1 pairs differ in class:
+    # rho = 36 (-3) / sqrt(19440 * 66 (6/11)(5/11)) = -sqrt(11/300).
+    out = scores(x, groups // 2)
+    assert out["parc"] == pytest.approx(-100.0 * np.sqrt(11.0 / 300.0), abs=1e-4)
+    # Generic features for the invariance of rsa and dds.
+    scores(np.random.default_rng(0).normal(size=(12, 4)) * (1.0 + np.arange(4)), groups)
+
+
+def test_known_knn(x64):
+    x = np.array([[0.0], [1.0], [2.0]])
+    # Image 1 is equidistant from 0 and 2: ties go to the lowest index (image 0).
+    assert float(knn(x, np.array([0, 0, 1]), num_classes=2)) == pytest.approx(200.0 / 3.0)
+    assert float(knn(x, np.array([1, 0, 0]), num_classes=2)) == pytest.approx(100.0 / 3.0)
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float64)
+    # nn: 0->1 (L1 1), 1->0 (L1 1), 2->1 (L1 3): mean(1 - L1/3) = (2/3 + 2/3 + 0) / 3.
+    assert float(knn(x, y, num_classes=3)) == pytest.approx(100.0 * 4.0 / 9.0)
+
+
+def test_known_logistic(x64):
+    y = np.repeat(np.arange(3), 4)
+    train = stratified_half(y, seed=0)
+    # num_classes=5 with classes 3 and 4 absent: they get no logit (no NaN, never predicted).
+    # Near-one-hot features: each class owns a column, every held-out sample is right.
+    x = np.eye(3)[y] + 0.01 * np.cos(np.arange(36.0)).reshape(12, 3)
+    score = logistic(x, y, num_classes=5, train_mask=train)
+    assert score.dtype == jnp.float64
+    assert float(score) == 100.0
+    # Train-constant features carry nothing (standardised to 0); with two training samples
+    # per class the intercepts tie and argmax picks one class for all 6 held-out samples.
+    flat = np.ones((12, 3))
+    assert float(logistic(flat, y, num_classes=5, train_mask=train)) == pytest.approx(100.0 / 3)
+
+
+def test_known_heuristic_and_depth_prior(x64):
+    assert float(heuristic(8, 1000, 500)) == pytest.approx(8.0 + np.log(1500.0), rel=1e-12)
+    assert heuristic(8.0, 1e3, 5e2).dtype == jnp.float64
+    out = depth_prior(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0]))
+    np.testing.assert_allclose(out, [-0.8, 0.4, 1.6], rtol=1e-12)
+    out = depth_prior(np.array([5.0, 5.0, 5.0]), np.array([10.0, 20.0, 30.0]), l_max=10.0)
+    np.testing.assert_allclose(out, [1.0, 2.0, 3.0], rtol=1e-12)
+    rng = np.random.default_rng(3)
+    s, dep = rng.normal(size=7), rng.integers(5, 50, 7).astype(np.float64)
+    np.testing.assert_allclose(depth_prior(s, dep, l_max=30.0),
+                               ref.depth_prior(s, dep, l_max=30.0), rtol=1e-12)  # fmt: skip
+
+
+def test_known_heuristic_float32():
+    np.testing.assert_allclose(float(heuristic(26, 2e6, 300)), ref.heuristic(26, 2e6, 300),
+                               rtol=1e-6)  # fmt: skip
+
+
+def test_u_centred_hsic_equals_song_formula(x64):
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(9, 3)), rng.normal(size=(9, 4))
+
+    @jax.jit
+    def hsic(a, b, diag):
+        k, l = cosine_distance(a), cosine_distance(b)
+        # Song's estimator needs only zero diagonals: U-centring ignores the diagonal.
+        return k, l, jnp.sum(u_centre(k + diag * jnp.eye(9)) * u_centre(l)) / (9 * 6)
+
+    k, l, got = hsic(a, b, 0.0)
+    assert float(got) == pytest.approx(ref.hsic_unbiased(k, l), rel=1e-10)
+    assert float(hsic(a, b, 5.0)[2]) == pytest.approx(float(got), rel=1e-10)
+
+
+def test_cosine_distance_zero_row():
+    d = np.asarray(jax.jit(cosine_distance)(np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])))
+    np.testing.assert_array_equal(d[1], [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(d[0, 2], 1.0)
+    assert np.all(np.isfinite(d))
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input: ValueError naming the argument, before anything is traced
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_tracing(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the jitted core was reached with bad input")
+
+    for mod, name in ((parc_mod, "_parc_jit"), (parc_mod, "_rsa_jit"), (dds_mod, "_dds_jit"),
+                      (knn_mod, "_knn_jit"), (logi_mod, "_logistic_jit"),
+                      (heur_mod, "_heuristic_jit"), (heur_mod, "_depth_prior_jit")):  # fmt: skip
+        monkeypatch.setattr(mod, name, boom)
+
+
+def _features(n=12, d=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+Y12 = np.repeat(np.arange(3), 4)
+BAD_CALLS = [
+    ("features", lambda: parc(np.full((12, 4), np.nan, np.float32), Y12, num_classes=3)),
+    ("features", lambda: parc(_features()[:, 0], Y12, num_classes=3)),
+    ("features", lambda: parc(np.ones((12, 4), np.float32), Y12, num_classes=3)),
+    ("labels", lambda: parc(_features(), Y12[:-1], num_classes=3)),
+    ("labels", lambda: parc(_features(), np.zeros(12, int), num_classes=3)),
+    ("labels", lambda: parc(_features(), Y12, num_classes=2)),
+    ("labels", lambda: parc(_features(n=3), np.arange(3), num_classes=3)),
+    ("labels", lambda: parc(_features(), np.eye(3)[Y12] * 0, num_classes=3)),
+    ("labels", lambda: parc(_features(), np.tile([[1.0, 0.0, 1.0]], (12, 1)), num_classes=3)),
+    ("feature_mask", lambda: parc(_features(), Y12, np.ones(3, bool), num_classes=3)),
+    ("feature_mask", lambda: parc(_features(), Y12, np.zeros(4, bool), num_classes=3)),
+    ("n_dims", lambda: parc(_features(), Y12, num_classes=3, n_dims=0)),
+    ("num_classes", lambda: parc(_features(), Y12, num_classes=3.0)),
+    ("reference_features", lambda: rsa(_features(), _features(n=11))),
+    ("reference_features", lambda: dds(_features(), np.ones((12, 2), np.float32))),
+    ("reference_mask", lambda: rsa(_features(), _features(), None, np.ones(5, bool))),
+    ("features", lambda: dds(_features(n=3), _features(n=3))),
+    ("features", lambda: knn(_features(n=1), np.array([0]), num_classes=2)),
+    ("labels", lambda: knn(_features(), Y12 + 5, num_classes=3)),
+    ("labels", lambda: logistic(_features(), np.eye(3)[Y12], num_classes=3,
+                                train_mask=stratified_half(Y12))),
+    ("labels", lambda: logistic(_features(), np.r_[Y12[:-1], 3], num_classes=4,
+                                train_mask=np.arange(12) % 2 == 0)),
+    ("train_mask", lambda: logistic(_features(), Y12, num_classes=3,
+                                    train_mask=np.arange(12) % 2)),
+    ("train_mask", lambda: logistic(_features(), Y12, num_classes=3,
+                                    train_mask=np.ones(12, bool))),
+    ("train_mask", lambda: logistic(_features(), Y12, num_classes=3,
+                                    train_mask=Y12 != 0)),
+    ("C", lambda: logistic(_features(), Y12, num_classes=3,
+                           train_mask=stratified_half(Y12), C=0.0)),
+    ("depth", lambda: heuristic(-1.0, 10, 10)),
+    ("source_images", lambda: heuristic(8, np.nan, 10)),
+    ("target_images", lambda: heuristic(8, 10, [1, 2])),
+    ("scores", lambda: depth_prior(np.array([1.0]), np.array([3.0]))),
+    ("scores", lambda: depth_prior(np.array([1.0, np.inf]), np.array([3.0, 4.0]))),
+    ("depths", lambda: depth_prior(np.array([1.0, 2.0]), np.array([3.0, np.nan]))),
+    ("depths", lambda: depth_prior(np.array([1.0, 2.0]), np.array([3.0]))),
+    ("l_max", lambda: depth_prior(np.array([1.0, 2.0]), np.array([3.0, 4.0]), l_max=0.0)),
+    ("l_max", lambda: depth_prior(np.array([1.0, 2.0]), np.array([3.0, 4.0]), l_max="x")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argument", "call"), BAD_CALLS)
+def test_bad_input_raises_before_tracing(no_tracing, argument, call):
+    with pytest.raises(ValueError, match=argument):
+        call()
+
+
+# ------------------------------------------------------------------------------------------
+# stratified_half
+# ------------------------------------------------------------------------------------------
+
+
+def test_stratified_half():
+    y = np.array([0] * 5 + [1] * 2 + [2] * 1 + [3] * 8)
+    a = stratified_half(y, seed=3)
+    assert a.dtype == np.bool_ and a.shape == y.shape
+    np.testing.assert_array_equal(a, stratified_half(y, seed=3))  # deterministic
+    counts = {c: (int(a[y == c].sum()), int((~a[y == c]).sum())) for c in range(4)}
+    assert counts == {0: (3, 2), 1: (1, 1), 2: (1, 0), 3: (4, 4)}  # ceil(n_c / 2) trains
+    splits = {tuple(stratified_half(y, seed=s)) for s in range(10)}
+    assert len(splits) > 1  # the seed matters
+    assert ref.stratified_half is stratified_half  # the reference shares the split
+
+
+@pytest.mark.parametrize(
+    ("labels", "seed"),
+    [(np.eye(3)[[0, 1, 2, 0]], 0), (np.array([0.5, 1.0]), 0), (np.array([-1, 0]), 0),
+     (np.array([0, 1]), -1), (np.array([0, 1]), 1.5)],
+)  # fmt: skip
+def test_stratified_half_rejects(labels, seed):
+    with pytest.raises(ValueError, match="labels|seed"):
+        stratified_half(labels, seed=seed)
