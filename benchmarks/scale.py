@@ -71,7 +71,9 @@ def run_child(bank: Path, methods: str, chunk: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", nargs="*", type=int, default=[1000, 10000])
     p.add_argument("--chunk-sizes", nargs="*", type=int, default=[64])
     p.add_argument("--methods", default="parc")

@@ -279,7 +279,7 @@ def _chunks(
 
 
 def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``it`` in a background thread, ``depth`` items ahead (reading/padding overlaps compute)."""
+    """Run ``it`` in a thread, ``depth`` items ahead: reading and padding overlap compute."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
 
@@ -356,9 +356,7 @@ def _scoring_fn(options: EngineOptions, num_classes: int) -> Callable[..., dict[
     """Score a device-resident chunk with every method of ``options`` (async dispatch)."""
     dims = dict(options.dims)
     fns = {m: _method_fn(m, dims[m], options.pca, num_classes) for m in options.methods}
-    wanted = {
-        m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in fns
-    }
+    wanted = {m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in fns}
 
     def run(x: Mapping[str, Any], labels, train_mask, t_images) -> dict[str, Any]:
         return {

@@ -41,7 +41,7 @@ def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def column_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Valid-column mask of ``x: [n, d]`` as ``x.dtype`` ``[d]`` (all ones when ``mask`` is None)."""
+    """Valid-column mask ``[d]`` of ``x: [n, d]`` as ``x.dtype`` (ones when ``mask`` is None)."""
     if mask is None:
         return jnp.ones(x.shape[-1], x.dtype)
     return jnp.asarray(mask).astype(x.dtype)

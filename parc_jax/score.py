@@ -108,7 +108,7 @@ def _parse_dims(text: str) -> int | None | str:
     except ValueError:
         raise _ArgumentError(
             f"--n-dims: expected a positive int, 'none' or 'default', got {text!r}"
-        )
+        ) from None
     if value < 1:
         raise _ArgumentError(f"--n-dims: expected a positive int, got {value}")
     return value
@@ -215,9 +215,7 @@ def _run_halving(args, bank: str, methods, n_dims) -> str:
         f"round {res.survivors_per_round}, cost {res.cost_fraction:.1%} of scoring all",
         f"{'#':>4}  {'model':<30} {res.method:>10}  round",
     ]
-    lines += [
-        f"{r['rank']:>4}  {r['name']:<30} {r[res.method]:>10.4g}  {r['round']}" for r in rows
-    ]
+    lines += [f"{r['rank']:>4}  {r['name']:<30} {r[res.method]:>10.4g}  {r['round']}" for r in rows]
     return "\n".join(lines) + "\n"
 
 

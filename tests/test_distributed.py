@@ -49,10 +49,26 @@ def test_multi_process_equals_single_process(shard_dir, tmp_path, processes):
     out = tmp_path / "scores.json"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "parc_jax.score", "--bank", str(shard_dir), *ARGS,
-             "--output", str(out), "--coordinator", f"127.0.0.1:{port}",
-             "--num-processes", str(processes), "--process-id", str(i)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "parc_jax.score",
+                "--bank",
+                str(shard_dir),
+                *ARGS,
+                "--output",
+                str(out),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(processes),
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )  # fmt: skip
         for i in range(processes)
     ]

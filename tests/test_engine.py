@@ -53,7 +53,7 @@ def _expected(method: str, model: ModelEntry, target: Target) -> float:
 def test_engine_matches_reference_for_every_scorer(bank, result):
     """Padded, bucketed, chunked scores equal the NumPy reference model by model."""
     assert set(result.methods) == set(ALL)
-    for i, model in enumerate(bank.models):
+    for model in bank.models:
         j = result.names.index(model.name)
         for m in ALL:
             want = _expected(m, model, bank.target)
@@ -97,7 +97,7 @@ def test_float16_bank_matches_float32(bank):
         ],
     )  # fmt: skip
     r16 = score_bank(b16, methods=["parc"], chunk_size=2, progress=False)
-    for i, m in enumerate(b16.models):
+    for m in b16.models:
         want = reference.parc(m.features.astype(np.float64), bank.target.labels, num_classes=K)
         assert float(r16.scores["parc"][r16.names.index(m.name)]) == pytest.approx(want, rel=2e-4)
 

@@ -51,8 +51,9 @@ def test_cli_halving(tmp_path, capsys):
 
     path = tmp_path / "bank.msgpack"
     write_bank(path, toy_bank(9, widths=(12, 20)))
-    code = score.main(["--bank", str(path), "--methods", "parc", "--halving", "2",
-                       "--halving-min-fraction", "0.5", "--format", "json", "--chunk-size", "4"])  # fmt: skip
+    argv = ["--bank", str(path), "--methods", "parc", "--halving", "2",
+            "--halving-min-fraction", "0.5", "--format", "json", "--chunk-size", "4"]  # fmt: skip
+    code = score.main(argv)
     out = capsys.readouterr()
     assert code == 0, out.err
     doc = json.loads(out.out)

@@ -1,4 +1,4 @@
-"""Every transferability scorer, one pure JAX function per score, and their registry.
+"""The registry of scorers.
 
 ``SCORERS`` maps a method name to a :class:`ScorerSpec` that tells the engine which bank fields
 the method reads, its default feature reduction (METRICS.md), whether it accepts multi-label
@@ -15,44 +15,21 @@ import jax
 
 from parc_jax.scorers.dds import dds, dds_core
 from parc_jax.scorers.gbc import gbc, gbc_core, gbc_spherical, gbc_spherical_core
-from parc_jax.scorers.heuristic import depth_prior, heuristic, heuristic_core
+from parc_jax.scorers.heuristic import heuristic, heuristic_core
 from parc_jax.scorers.hscore import (
-    DegenerateScoreWarning,
     hscore,
     hscore_core,
-    hscore_is_degenerate,
     hscore_shrink,
     hscore_shrink_core,
 )
 from parc_jax.scorers.knn import knn, knn_core
-from parc_jax.scorers.logistic import logistic, logistic_core, stratified_half
+from parc_jax.scorers.logistic import logistic, logistic_core
 from parc_jax.scorers.logme import logme, logme_core
 from parc_jax.scorers.parc import parc, parc_core, rsa, rsa_core
 from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
 from parc_jax.scorers.transrate import transrate, transrate_core
 
-__all__ = [
-    "SCORERS",
-    "DegenerateScoreWarning",
-    "ScorerSpec",
-    "dds",
-    "depth_prior",
-    "gbc",
-    "gbc_spherical",
-    "heuristic",
-    "hscore",
-    "hscore_is_degenerate",
-    "hscore_shrink",
-    "knn",
-    "leep",
-    "logistic",
-    "logme",
-    "nce",
-    "parc",
-    "rsa",
-    "stratified_half",
-    "transrate",
-]
+__all__ = ["META", "PROBS", "REFERENCE", "SCORERS", "FEATURES", "ScorerSpec"]
 
 # What a method reads from a bank. "labels" is implied for every method with min_per_class >= 0
 # and uses_labels; "meta" means depth / source_images / num_images.
@@ -154,10 +131,10 @@ SCORERS: dict[str, ScorerSpec] = {
     for s in [
         _spec("parc", parc, parc_core, (FEATURES,), _features_call(parc_core), default_dims=32,
               multilabel=True,
-              description="Pairwise Annotation Representation Comparison (Bolya et al. 2021), x100"),
+              description="PARC: pairwise annotation representation comparison, x100"),
         _spec("rsa", rsa, rsa_core, (FEATURES, REFERENCE), _reference_call(rsa_core),
               default_dims=64, multilabel=True, uses_labels=False,
-              description="Representation Similarity Analysis against a target-trained model, x100"),
+              description="RSA: representation similarity to a target-trained model, x100"),
         _spec("dds", dds, dds_core, (FEATURES, REFERENCE), _reference_call(dds_core),
               default_dims=64, multilabel=True, uses_labels=False,
               description="Duality Diagram Similarity (debiased CKA of cosine distances), x100"),
@@ -185,7 +162,7 @@ SCORERS: dict[str, ScorerSpec] = {
         _spec("knn", knn, knn_core, (FEATURES,), _features_call(knn_core), multilabel=True,
               description="1-nearest-neighbour leave-one-out accuracy, %"),
         _spec("logistic", logistic, logistic_core, (FEATURES,), _logistic_call, min_per_class=2,
-              description="Logistic regression (L2, C=1) on a stratified half, held-out accuracy %"),
+              description="logistic regression (L2, C=1) fit on a stratified half, held-out %"),
         _spec("heuristic", heuristic, heuristic_core, (META,), _heuristic_call, reduces=False,
               multilabel=True, uses_labels=False,
               description="Depth + log(source + target training images) (PARC Eq. 4)"),
