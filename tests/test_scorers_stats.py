@@ -9,6 +9,7 @@ eigen-decompositions are well conditioned.
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 
@@ -19,11 +20,6 @@ import pytest
 
 from parc_jax import numerics
 from parc_jax import reference as ref
-from parc_jax.scorers import gbc as gbc_mod
-from parc_jax.scorers import hscore as hscore_mod
-from parc_jax.scorers import logme as logme_mod
-from parc_jax.scorers import probability as prob_mod
-from parc_jax.scorers import transrate as transrate_mod
 from parc_jax.scorers.gbc import gbc, gbc_core, gbc_spherical, gbc_spherical_core
 from parc_jax.scorers.hscore import (
     DegenerateScoreWarning,
@@ -36,6 +32,14 @@ from parc_jax.scorers.hscore import (
 from parc_jax.scorers.logme import logme, logme_core
 from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
 from parc_jax.scorers.transrate import transrate, transrate_core
+
+# The package re-exports the scorer functions under the module names (parc_jax.scorers.gbc is
+# the function), so the modules themselves are fetched by their full names.
+gbc_mod = importlib.import_module("parc_jax.scorers.gbc")
+hscore_mod = importlib.import_module("parc_jax.scorers.hscore")
+logme_mod = importlib.import_module("parc_jax.scorers.logme")
+prob_mod = importlib.import_module("parc_jax.scorers.probability")
+transrate_mod = importlib.import_module("parc_jax.scorers.transrate")
 
 RTOL = 1e-4
 # Scores near 0 (GBC of well-separated classes, LEEP of an almost perfect source) are compared
