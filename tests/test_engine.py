@@ -68,14 +68,14 @@ def test_models_keep_bank_identity(bank, result):
 
 
 def test_second_chunk_does_not_recompile():
-    """Five same-width models in chunks of 2 = three chunks, one trace."""
-    b = _bank(5, widths=(20,), seed=1)
+    """Six same-width models in chunks of 2 = three chunks, one trace per method."""
+    b = _bank(6, widths=(20,), seed=1)
     engine._COMPILED.clear()  # earlier tests may have compiled these programs already
     engine.TRACE_COUNT.clear()
     score_bank(b, methods=["parc", "knn"], chunk_size=2, progress=False)
     assert list(engine.TRACE_COUNT.values()) == [1, 1]  # one trace per method program
     # a bigger bank of the same bucket reuses the compiled function: no new trace at all
-    score_bank(_bank(9, widths=(18,), seed=2), methods=["parc", "knn"], chunk_size=2,
+    score_bank(_bank(10, widths=(18,), seed=2), methods=["parc", "knn"], chunk_size=2,
                progress=False)  # fmt: skip
     assert list(engine.TRACE_COUNT.values()) == [1, 1]
 
@@ -246,3 +246,11 @@ def test_model_axis_sharded_over_devices_equals_one_device():
         assert many == same, m  # bitwise
         # float32 PCA-based scores move by ~1e-5 relative between batch shapes
         np.testing.assert_allclose(many, one, rtol=5e-5, err_msg=m)
+
+
+def test_remainder_chunks_pad_to_powers_of_two():
+    assert [engine.remainder_size(c, 64) for c in (1, 2, 3, 5, 17, 33, 64)] == [
+        1, 2, 4, 8, 32, 64, 64,
+    ]  # fmt: skip
+    assert engine.remainder_size(3, 64, multiple=8) == 8  # sharded: whole devices
+    assert engine.remainder_size(9, 12, multiple=4) == 12
