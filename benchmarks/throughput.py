@@ -11,8 +11,9 @@ Synthetic banks with class structure (``parc_jax.synthetic``): n = 500, d mixed 
 * engine, device only (the compiled chunk function on device-resident chunks,
   ``block_until_ready``);
 * compile time (first call minus a warm call);
-* the reference loop (``parc_jax.reference``) on the same models in the same run, ms per model
-  (median over up to ``--ref-models`` models: it does not batch, so per-model time is flat);
+* the reference loop (``parc_jax.reference``) in the same run, ms per model over the same mix
+  of widths as the engine's bank (each width timed once on a pool model after a warm-up: the
+  loop does not batch, so its cost per model depends on the width only);
 * peak memory: RSS sampled during the engine runs (and the device's peak bytes where reported).
 
 Results go to ``benchmarks/results/throughput-<device>.json`` and a Markdown table on stdout.
@@ -96,8 +97,11 @@ def reference_call(method: str, model: ModelEntry, bank: Bank) -> float:
     return getattr(reference, method)(x, t.labels, num_classes=t.num_classes, n_dims=dims)
 
 
-def time_reference(method: str, bank: Bank, count: int) -> float:
-    """Median seconds per model of the reference over ``count`` models (one warm-up)."""
+def time_reference(method: str, bank: Bank, count: int) -> list[float]:
+    """Seconds of the reference for each of the first ``count`` pool models (after a warm-up).
+
+    Pool model ``i`` has width ``widths[i % len(widths)]``; a bank of B tiled models costs the
+    loop ``sum(times[i % count] for i < B)`` (see :func:`reference_per_model`)."""
     models = bank.models[: max(1, count)]
     reference_call(method, models[0], bank)
     times = []
@@ -105,7 +109,12 @@ def time_reference(method: str, bank: Bank, count: int) -> float:
         t0 = time.perf_counter()
         reference_call(method, m, bank)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def reference_per_model(times: list[float], b: int) -> float:
+    """Mean reference seconds per model over the same width mix as a bank of ``b`` models."""
+    return statistics.fmean(times[i % len(times)] for i in range(b))
 
 
 def time_device_only(method: str, bank: Bank, chunk: int, repeats: int) -> float:
@@ -132,15 +141,35 @@ def time_device_only(method: str, bank: Bank, chunk: int, repeats: int) -> float
     return statistics.median(times)
 
 
-def run(args: argparse.Namespace) -> dict:
+def save(doc: dict, out: Path) -> None:
+    """Write the JSON (atomically) and the Markdown table beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, out)
+    out.with_suffix(".md").write_text(markdown(doc))
+
+
+def run(args: argparse.Namespace, out: Path | None = None) -> dict:
     dev = jax.devices()[0]
     device = f"{dev.platform}-{getattr(dev, 'device_kind', dev.platform)}".replace(" ", "_")
     methods = args.methods or list(SCORERS)
     pool = synthetic_bank(n=args.n, num_classes=args.num_classes, num_models=args.pool,
                           widths=tuple(args.widths), z=args.z, seed=0)  # fmt: skip
-    rows = []
+    rows: list[dict] = []
+    doc = {
+        "device": device,
+        "devices": len(jax.devices()),
+        "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "rows": rows,
+    }
+    out = out or Path(args.out or RESULTS / f"throughput-{device}.json")
     for method in methods:
-        ref_s = time_reference(method, pool, args.ref_models)
+        ref_times = time_reference(method, pool, args.ref_models)
         for b in args.batch_sizes:
             bank = tiled_bank(pool, b)
             chunk = min(b, args.chunk_size)
@@ -155,6 +184,7 @@ def run(args: argparse.Namespace) -> dict:
                     score_bank(bank, **call)
                     times.append(time.perf_counter() - t0)
             warm = statistics.median(times)
+            ref_s = reference_per_model(ref_times, b)
             device_s = time_device_only(method, bank, chunk, args.repeats)
             stats = dev.memory_stats() or {}
             row = {
@@ -171,6 +201,7 @@ def run(args: argparse.Namespace) -> dict:
                 "peak_device_gb": stats.get("peak_bytes_in_use", 0) / 2**30 or None,
             }
             rows.append(row)
+            save(doc, out)  # after every row: an interrupted run keeps what it measured
             print(
                 f"{method:14s} B={b:5d} engine {row['engine_ms_per_model']:9.3f} ms/model "
                 f"(device {row['device_ms_per_model']:8.3f}) "
@@ -179,16 +210,7 @@ def run(args: argparse.Namespace) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
-    return {
-        "device": device,
-        "devices": len(jax.devices()),
-        "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-        "jax": jax.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "rows": rows,
-    }
+    return doc
 
 
 def markdown(doc: dict) -> str:
@@ -226,14 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON path (default results/throughput-<device>.json)")
     args = p.parse_args(argv)
     doc = run(args)
-    out = Path(args.out) if args.out else RESULTS / f"throughput-{doc['device']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out)
-    table = markdown(doc)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    print(markdown(doc))
     return 0
 
 
