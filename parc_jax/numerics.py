@@ -24,6 +24,7 @@ __all__ = [
     "matmul",
     "pca",
     "pca_mode",
+    "reduce_features",
     "pearson",
     "row_correlation_distance",
     "spearman",
@@ -196,6 +197,22 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
     live = vals > NULL_COMPONENT_RTOL * jnp.maximum(vals[0], 0.0)
     scores = scores * (signs * live)[None, :] * comp_mask[None, :].astype(x.dtype)
     return scores, comp_mask
+
+
+def reduce_features(
+    features: jax.Array, mask: jax.Array | None, n_dims: int | None
+) -> tuple[jax.Array, jax.Array]:
+    """Optional exact PCA before scoring: ``features: [n, d] -> (x [n, F], valid bool [F])``.
+
+    With ``n_dims=None`` the features pass through with padded columns forced to zero and
+    ``valid`` the column mask (all True when ``mask`` is None); otherwise :func:`pca`'s scores
+    and component mask.
+    """
+    if n_dims is None:
+        d = features.shape[1]
+        valid = jnp.ones(d, bool) if mask is None else jnp.asarray(mask).astype(bool)
+        return jnp.where(valid[None, :], features, 0.0), valid
+    return pca(features, n_dims, mask)
 
 
 def row_correlation_distance(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:

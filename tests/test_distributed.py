@@ -24,7 +24,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory):
-    bank = toy_bank(7, widths=(12, 20))
+    # well-conditioned spectrum: processes score different chunk shapes, whose float32
+    # batched eigh/svd round differently (see the sharded test in test_engine.py)
+    bank = toy_bank(7, widths=(12, 20), latent=20, noise=0.0)
     out = tmp_path_factory.mktemp("dist") / "shards"
     out.mkdir()
     for i, part in enumerate((bank.models[:3], bank.models[3:5], bank.models[5:])):
@@ -79,7 +81,9 @@ def test_multi_process_equals_single_process(shard_dir, tmp_path, processes):
     assert [m["name"] for m in got["models"]] == [m["name"] for m in want["models"]]
     for g, w in zip(got["models"], want["models"]):
         for method, value in w["scores"].items():
-            np.testing.assert_allclose(g["scores"][method], value, rtol=1e-5, err_msg=method)
+            np.testing.assert_allclose(  # +l values are O(1) z-scores: absolute
+                g["scores"][method], value, rtol=5e-5, atol=1e-4, err_msg=method
+            )
         assert g["rank"] == w["rank"]
 
 

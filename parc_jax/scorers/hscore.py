@@ -90,19 +90,7 @@ def hscore_is_degenerate(n: int, d_reduced: int, *, n_dims: int | None = None) -
 # Shared helpers (also used by logme, transrate and gbc)
 
 
-def _reduce(
-    features: jax.Array, mask: jax.Array | None, n_dims: int | None
-) -> tuple[jax.Array, jax.Array]:
-    """Optional exact PCA: ``features: [n, d] -> (x [n, F], valid bool [F])``.
-
-    Without reduction, ``x`` is the features with padded columns forced to zero and ``valid``
-    the column mask (all True when ``mask`` is None).
-    """
-    d = features.shape[1]
-    if n_dims is None:
-        valid = jnp.ones(d, bool) if mask is None else jnp.asarray(mask).astype(bool)
-        return jnp.where(valid[None, :], features, 0.0), valid
-    return numerics.pca(features, n_dims, mask)
+_reduce = numerics.reduce_features
 
 
 def _live_columns(x: jax.Array, valid: jax.Array, *, centred: bool) -> jax.Array:

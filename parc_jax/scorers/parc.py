@@ -40,16 +40,7 @@ __all__ = [
 ]
 
 
-def _reduce(
-    features: jax.Array, mask: jax.Array | None, n_dims: int | None
-) -> tuple[jax.Array, jax.Array | None]:
-    """Optional exact PCA: ``features: [n, d] -> ([n, F], component mask [F])``.
-
-    With ``n_dims=None`` the features and their column mask pass through unchanged.
-    """
-    if n_dims is None:
-        return features, mask
-    return numerics.pca(features, n_dims, mask)
+_reduce = numerics.reduce_features
 
 
 def _feature_distances(features: jax.Array, mask: jax.Array | None, n_dims: int | None):
