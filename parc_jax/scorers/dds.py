@@ -21,14 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from parc_jax import numerics
-from parc_jax.scorers.parc import (
-    _check_informative,
-    _float_array,
-    _mask_or_ones,
-    _reduce,
-    check_reference,
-)
-from parc_jax.validation import check_features, check_mask, check_n_dims, is_traced
+from parc_jax.scorers.parc import _reduce, prepare_pair
 
 __all__ = ["cosine_distance", "dds", "dds_core", "u_centre"]
 
@@ -98,15 +91,7 @@ def dds(
     cosine-distance matrices, debiased CKA. Needs ``n >= 4`` probe images (the unbiased HSIC
     divides by ``n - 3``). Labels are not used.
     """
-    if not is_traced(features, reference_features, feature_mask, reference_mask):
-        f = check_features(features, min_rows=4)
-        r = check_reference(reference_features, f.shape[0], min_rows=4)
-        check_mask(feature_mask, f.shape[1], "feature_mask")
-        check_mask(reference_mask, r.shape[1], "reference_mask")
-        check_n_dims(n_dims)
-        _check_informative(f, "features")
-        _check_informative(r, "reference_features")
-        features, reference_features = _float_array(f), _float_array(r)
-        feature_mask = _mask_or_ones(feature_mask, f.shape[1])
-        reference_mask = _mask_or_ones(reference_mask, r.shape[1])
+    features, reference_features, feature_mask, reference_mask = prepare_pair(
+        features, reference_features, feature_mask, reference_mask, n_dims, min_rows=4
+    )
     return _dds_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)

@@ -203,6 +203,34 @@ def parc(
     return _parc_jit(features, labels, feature_mask, num_classes=num_classes, n_dims=n_dims)
 
 
+def prepare_pair(
+    features: Any,
+    reference_features: Any,
+    feature_mask: Any,
+    reference_mask: Any,
+    n_dims: int | None,
+    *,
+    min_rows: int,
+) -> tuple[Any, Any, Any, Any]:
+    """Validate a (features, reference) pair before tracing (rsa, dds); tracers pass through.
+
+    Returns the arrays as JAX floats and the masks (all-True when None).
+    """
+    if is_traced(features, reference_features, feature_mask, reference_mask):
+        return features, reference_features, feature_mask, reference_mask
+    f = check_features(features, min_rows=min_rows)
+    r = check_reference(reference_features, f.shape[0], min_rows=min_rows)
+    check_mask(feature_mask, f.shape[1], "feature_mask")
+    check_mask(reference_mask, r.shape[1], "reference_mask")
+    check_n_dims(n_dims)
+    _check_informative(f, "features")
+    _check_informative(r, "reference_features")
+    features, reference_features = _float_array(f), _float_array(r)
+    feature_mask = _mask_or_ones(feature_mask, f.shape[1])
+    reference_mask = _mask_or_ones(reference_mask, r.shape[1])
+    return features, reference_features, feature_mask, reference_mask
+
+
 def rsa(
     features: Any,
     reference_features: Any,
@@ -218,15 +246,7 @@ def rsa(
     PCA; ``None``: none) and standardised; the score is the Spearman correlation of the two
     ``triu(1 - corrcoef(rows))``. Labels are not used.
     """
-    if not is_traced(features, reference_features, feature_mask, reference_mask):
-        f = check_features(features, min_rows=3)
-        r = check_reference(reference_features, f.shape[0], min_rows=3)
-        check_mask(feature_mask, f.shape[1], "feature_mask")
-        check_mask(reference_mask, r.shape[1], "reference_mask")
-        check_n_dims(n_dims)
-        _check_informative(f, "features")
-        _check_informative(r, "reference_features")
-        features, reference_features = _float_array(f), _float_array(r)
-        feature_mask = _mask_or_ones(feature_mask, f.shape[1])
-        reference_mask = _mask_or_ones(reference_mask, r.shape[1])
+    features, reference_features, feature_mask, reference_mask = prepare_pair(
+        features, reference_features, feature_mask, reference_mask, n_dims, min_rows=3
+    )
     return _rsa_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)
