@@ -375,11 +375,18 @@ def _scoring_fn(options: EngineOptions, num_classes: int) -> Callable[..., dict[
     fns = {m: _method_fn(m, dims[m], options.pca, num_classes) for m in options.methods}
     wanted = {m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in fns}
 
+    # On the CPU, one method's program at a time: two programs running at once could each hold
+    # a thread of XLA's intra-op pool inside a batched LAPACK kernel that waits on that pool
+    # (see numerics.sequenced); the cores are busy within one program anyway.
+    serial = jax.default_backend() == "cpu"
+
     def run(x: Mapping[str, Any], labels, train_mask, t_images) -> dict[str, Any]:
-        return {
-            m: fn({a: x[a] for a in wanted[m]}, labels, train_mask, t_images)
-            for m, fn in fns.items()
-        }
+        out = {}
+        for m, fn in fns.items():
+            out[m] = fn({a: x[a] for a in wanted[m]}, labels, train_mask, t_images)
+            if serial:
+                jax.block_until_ready(out[m])
+        return out
 
     return run
 

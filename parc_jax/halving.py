@@ -41,15 +41,20 @@ class HalvingResult:
     cost_fraction: float
 
 
-def halving_schedule(n: int, num_models: int, *, eta: int = 2, min_fraction: float = 0.125):
-    """Probe sizes per round: ``n * min_fraction * eta^r`` up to ``n``; with few models, only
-    the last rounds (as many as halving can use before one model is left)."""
+def halving_schedule(
+    n: int, num_models: int, *, eta: int = 2, min_fraction: float = 0.125, min_size: int = 1
+):
+    """Probe sizes per round: ``n * min_fraction * eta^r`` up to ``n``, each at least
+    ``min_size`` (rounds that the floor makes equal are merged); with few models, only the
+    last rounds (as many as halving can use before one model is left)."""
     if eta < 2:
         raise ValueError(f"eta: expected an int >= 2, got {eta}")
     if not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction}")
     rounds = max(1, math.ceil(math.log(1 / min_fraction, eta) - 1e-9) + 1)
     sizes = [n if r == rounds - 1 else int(round(n * min_fraction * eta**r)) for r in range(rounds)]
+    sizes = [min(n, max(s, min_size)) for s in sizes]
+    sizes = [s for i, s in enumerate(sizes) if i == len(sizes) - 1 or s != sizes[i + 1]]
     # few models need few rounds: drop the smallest probes, keep the full one last
     usable = max(1, math.ceil(math.log(max(num_models, 1), eta) - 1e-9) + 1)
     return sizes[-usable:]
@@ -98,7 +103,10 @@ def successive_halving(
         reader = open_bank(bank)
         target = _target_info(reader.target)
         entries, total = reader.iter_models, reader.num_models
-    sizes = halving_schedule(target.n, total, eta=eta, min_fraction=min_fraction)
+    # a round must give every class of the probe 2 images (the scorers' minimum)
+    min_size = 1 if target.labels.ndim == 2 else 2 * np.unique(target.labels).size
+    sizes = halving_schedule(target.n, total, eta=eta, min_fraction=min_fraction,
+                             min_size=min_size)  # fmt: skip
     probes = nested_probes(target.labels, sizes, seed)
     for size, idx in zip(sizes, probes):
         if target.labels.ndim == 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ __all__ = [
     "reduce_features",
     "pearson",
     "row_correlation_distance",
+    "sequenced",
     "spearman",
     "spearman_two_valued",
     "standardize",
@@ -34,6 +36,26 @@ __all__ = [
 ]
 
 HIGHEST = lax.Precision.HIGHEST
+
+
+def sequenced(x: Any, after: Any) -> Any:
+    """``x``, made to depend on ``after``: whatever consumes the result starts only once
+    ``after`` has been computed.
+
+    Why: XLA:CPU runs independent operations of one program concurrently on its intra-op
+    thread pool, and jaxlib's batched LAPACK kernels (``eigh``, ``cholesky``, ``svd`` under
+    ``vmap``) each block a pool thread while waiting for their batch tasks on that same pool.
+    Two such factorisations at once can take every thread of a small pool and wait forever
+    (measured: RSA on a vmapped batch of 4 hung in 3 of 4 runs on 2 cores; the stacks sat in
+    ``jax::ParallelBatchMap``). Scorers with two independent factorisations chain them.
+
+    The dependency is arithmetic (``x + 0 * a finite element of after``), exact for finite
+    ``x``: ``lax.optimization_barrier`` alone did not stop the overlap, as XLA:CPU lowers it
+    to a control dependency that its concurrent executor does not wait for.
+    """
+    leaf = jnp.ravel(jax.tree_util.tree_leaves(after)[0])[0]
+    zero = jnp.where(jnp.isfinite(leaf), leaf, 0).astype(x.dtype) * 0
+    return x + zero
 
 
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -254,3 +254,30 @@ def test_remainder_chunks_pad_to_powers_of_two():
     ]  # fmt: skip
     assert engine.remainder_size(3, 64, multiple=8) == 8  # sharded: whole devices
     assert engine.remainder_size(9, 12, multiple=4) == 12
+
+
+def test_two_factorisations_per_model_do_not_deadlock_the_cpu_pool():
+    """Regression: RSA on a vmapped batch of 4 float16 models (n = 500) hung in 3 of 4 runs on
+    2 cores: its two PCAs' batched eigh kernels ran at once and each waited on XLA's intra-op
+    pool for work that the other one's thread could not take (``numerics.sequenced``). Run in
+    a child so that a hang fails the test instead of freezing the suite."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        from parc_jax.api import score_bank
+        from parc_jax.synthetic import synthetic_bank
+        bank = synthetic_bank(num_models=4, n=500, num_classes=20, widths=(128,), seed=0)
+        for _ in range(3):
+            r = score_bank(bank, methods=["rsa", "dds", "transrate"], chunk_size=4,
+                           progress=False)
+        print(all(np.isfinite(v).all() for v in r.scores.values()))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("True")

@@ -14,6 +14,14 @@ def test_schedule():
     assert halving_schedule(500, 168, eta=2, min_fraction=0.125) == [62, 125, 250, 500]
     assert halving_schedule(500, 3, eta=2, min_fraction=0.125) == [125, 250, 500]
     assert halving_schedule(500, 100, eta=3, min_fraction=1 / 9) == [56, 167, 500]
+    # a floor of 2 images per class (156 classes) merges the rounds below it
+    assert halving_schedule(500, 168, eta=2, min_fraction=0.125, min_size=312) == [312, 500]
+    assert halving_schedule(500, 168, eta=2, min_fraction=0.125, min_size=100) == [
+        100,
+        125,
+        250,
+        500,
+    ]
     with pytest.raises(ValueError, match="eta"):
         halving_schedule(500, 10, eta=1)
 

@@ -64,7 +64,8 @@ def dds_core(
     ``n >= 4``.
     """
     x, xm = _reduce(features, feature_mask, n_dims)
-    r, rm = _reduce(reference_features, reference_mask, n_dims)
+    # one PCA after the other: concurrent batched eigh calls can deadlock XLA:CPU's pool
+    r, rm = _reduce(numerics.sequenced(reference_features, x), reference_mask, n_dims)
     ux = u_centre(cosine_distance(numerics.standardize(x, xm)))
     ur = u_centre(cosine_distance(numerics.standardize(r, rm)))
     cross = numerics.accurate_sum(ux * ur)

@@ -111,7 +111,8 @@ def rsa_core(
     Both inputs are reduced to ``n_dims`` and standardised the same way.
     """
     a = _feature_distances(features, feature_mask, n_dims)
-    b = _feature_distances(reference_features, reference_mask, n_dims)
+    # one PCA after the other: concurrent batched eigh calls can deadlock XLA:CPU's pool
+    b = _feature_distances(numerics.sequenced(reference_features, a), reference_mask, n_dims)
     return (100.0 * numerics.spearman(a, b)).astype(a.dtype)
 
 

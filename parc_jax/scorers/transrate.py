@@ -121,6 +121,11 @@ def transrate_core(
     else:
         gram = numerics.matmul(z, z.T)
         whole = _logdet_identity_plus(gram / (n * eps), jnp.minimum(n - 1, d_live))
+    # the class terms' factorisation after the whole-set one (numerics.sequenced: concurrent
+    # batched LAPACK calls can deadlock XLA:CPU's thread pool)
+    z = numerics.sequenced(z, whole)
+    if gram is not None:
+        gram = numerics.sequenced(gram, whole)
     if _class_terms_on_features_is_cheaper(n, d, num_classes):
         per_class = _class_terms_on_features(z, onehot, counts, eps)
     else:

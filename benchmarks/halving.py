@@ -1,0 +1,55 @@
+"""Successive halving against scoring every model (issue 6), on the ground-truth probe banks.
+
+    python benchmarks/halving.py                 # committed banks + oracle, PARC
+    python benchmarks/halving.py --method knn
+
+Writes ``benchmarks/results/halving-<method>.csv`` (one row per target, probe run and
+selection) and ``halving-<method>.md`` (mean ± std over targets and runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from parc_jax.evaluation import read_oracle
+from parc_jax.selection import find_banks, halving_markdown, halving_tradeoff
+from parc_jax.training import _atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--banks", default=str(ROOT / "benchmarks/groundtruth/banks"))
+    p.add_argument("--oracle", default=str(ROOT / "benchmarks/groundtruth/oracle.csv"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    p.add_argument("--method", default="parc")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    records = halving_tradeoff(find_banks(args.banks), read_oracle(args.oracle),
+                               method=args.method, progress=not args.no_progress)  # fmt: skip
+    if not records:
+        print("no bank joins the oracle", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(records)
+    _atomic_write_bytes(out / f"halving-{args.method}.csv", buf.getvalue().encode())
+    cmd = "python benchmarks/halving.py" + (
+        f" --method {args.method}" if args.method != "parc" else ""
+    )
+    md = halving_markdown(records, command=cmd)
+    _atomic_write_bytes(out / f"halving-{args.method}.md", md.encode())
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

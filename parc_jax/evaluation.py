@@ -1,0 +1,352 @@
+"""Selection quality: how well a scorer's scores predict fine-tuned accuracy.
+
+The PARC paper's protocol (Sec. 3.1, Tab. 2; ``METRICS.md``, last section): for each target,
+correlate the scores of the source models with their fine-tuned test accuracies (Pearson, x100),
+average over targets, and report mean +- std (population) over independently sampled probe
+sets. The ablation modes correlate over one factor at a time, and the field's ranking metrics
+(Kendall's tau, weighted tau, top-k relative accuracy) are offered beside it.
+
+Inputs are plain tables: score rows ``{run, target, architecture, source, method, score}``
+(:func:`rows_from_result` turns a :class:`parc_jax.ScoreResult` into such rows) and the
+oracle, ``{(architecture, source, target): accuracy}`` (:func:`read_oracle`). A model is the
+pair (architecture, source), the join key of banks and oracle.
+
+These functions run on tables of tens of numbers, in float64 NumPy at the reporting boundary:
+nothing here is traced or batched, and the results are compared against SciPy in the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "MODES",
+    "Summary",
+    "evaluate",
+    "group_values",
+    "kendall_tau",
+    "pearson",
+    "read_oracle",
+    "read_score_rows",
+    "rows_from_result",
+    "top_k_relative",
+    "weighted_tau",
+    "write_score_rows",
+]
+
+SCORE_COLUMNS = ("run", "target", "architecture", "source", "method", "score")
+
+# mode -> (the key that fixes a group, the factor that varies inside it)
+MODES: dict[str, tuple[tuple[str, ...], str]] = {
+    "models": (("target",), "model"),  # paper Eq. 2: every source model of one target
+    "architecture": (("target", "source"), "architecture"),  # same source data, vary arch
+    "source": (("target", "architecture"), "source"),  # same architecture, vary source data
+    "target": (("architecture", "source"), "target"),  # paper Eq. 5: one model, vary target
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlations and ranking metrics on one group (x: scores, y: fine-tuned accuracies)
+
+
+def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(
+            f"scores and accuracies must be 1-D of one length, got {x.shape}, {y.shape}"
+        )
+    return x, y
+
+
+def _undefined(x: np.ndarray, y: np.ndarray) -> bool:
+    """A correlation needs two finite points and variation on both sides."""
+    return (
+        x.size < 2
+        or not (np.isfinite(x).all() and np.isfinite(y).all())
+        or np.ptp(x) == 0
+        or np.ptp(y) == 0
+    )
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of two 1-D sequences, x100. NaN when undefined (fewer than two
+    points, a non-finite value, or a constant side)."""
+    x, y = _pair(x, y)
+    if _undefined(x, y):
+        return math.nan
+    xc = x - x.mean()
+    yc = y - y.mean()
+    # normalise first: the product of two sums of squares can under/overflow
+    r = float(np.dot(xc / np.linalg.norm(xc), yc / np.linalg.norm(yc)))
+    return 100.0 * max(-1.0, min(1.0, r))
+
+
+def _sign_matrix(v: np.ndarray) -> np.ndarray:
+    return np.sign(v[:, None] - v[None, :])
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties corrected on both sides, as ``scipy.stats.kendalltau``), x100.
+
+    tau_b = sum_{i<j} sgn(x_i-x_j) sgn(y_i-y_j) / sqrt(P_x P_y), P_x the pairs not tied in x.
+    NaN when undefined."""
+    x, y = _pair(x, y)
+    if _undefined(x, y):
+        return math.nan
+    sx, sy = _sign_matrix(x), _sign_matrix(y)
+    iu = np.triu_indices(x.size, 1)
+    num = float(np.sum(sx[iu] * sy[iu]))
+    den = math.sqrt(float(np.sum(sx[iu] != 0)) * float(np.sum(sy[iu] != 0)))
+    return 100.0 * num / den
+
+
+def _weighted_tau_ranked(x: np.ndarray, y: np.ndarray) -> float:
+    # importance rank: position in decreasing lexicographic order of (x, y); 0 = most important
+    order = np.lexsort((y, x))[::-1]
+    rank = np.empty(x.size, np.int64)
+    rank[order] = np.arange(x.size)
+    w = 1.0 / (rank + 1.0)  # hyperbolic weigher
+    pair_w = w[:, None] + w[None, :]  # additive pair weight
+    iu = np.triu_indices(x.size, 1)
+    sx, sy, pw = _sign_matrix(x)[iu], _sign_matrix(y)[iu], pair_w[iu]
+    num = float(np.sum(pw * sx * sy))
+    den = math.sqrt(float(np.sum(pw * (sx != 0))) * float(np.sum(pw * (sy != 0))))
+    return num / den
+
+
+def weighted_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Vigna's weighted tau with the hyperbolic weigher ``1/(r+1)`` and additive pair weights,
+    the importance ranks taken from both orders and averaged (the defaults of
+    ``scipy.stats.weightedtau``): agreement at the top counts more than further down. x100."""
+    x, y = _pair(x, y)
+    if _undefined(x, y):
+        return math.nan
+    return 100.0 * 0.5 * (_weighted_tau_ranked(x, y) + _weighted_tau_ranked(y, x))
+
+
+def top_k_relative(scores: Sequence[float], accuracy: Sequence[float], k: int) -> float:
+    """Best fine-tuned accuracy among the ``k`` best-scored models over the best overall, in %.
+
+    Ties in the scores at the cut are broken pessimistically (the lower accuracy is taken),
+    so a scorer that ties everything cannot look good; NaN scores rank last."""
+    x, y = _pair(scores, accuracy)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if x.size == 0 or not np.isfinite(y).all() or y.max() <= 0:
+        return math.nan
+    if not np.isfinite(x).any():
+        return math.nan
+    s = np.where(np.isfinite(x), x, -np.inf)
+    order = np.lexsort((y, -s))  # by score descending, then accuracy ascending
+    return 100.0 * float(y[order[:k]].max()) / float(y.max())
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "pearson": pearson,
+    "kendall": kendall_tau,
+    "weighted_tau": weighted_tau,
+    "top1": lambda x, y: top_k_relative(x, y, 1),
+    "top3": lambda x, y: top_k_relative(x, y, 3),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def read_oracle(path: str | os.PathLike) -> dict[tuple[str, str, str], float]:
+    """The oracle CSV (``architecture, source, target, accuracy, ...``) as
+    ``{(architecture, source, target): accuracy}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"oracle: no such file {p}")
+    with p.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"architecture", "source", "target", "accuracy"} - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise ValueError(f"oracle {p}: empty or missing columns {sorted(missing)}")
+    out: dict[tuple[str, str, str], float] = {}
+    for i, r in enumerate(rows, start=2):
+        key = (r["architecture"], r["source"], r["target"])
+        if key in out:
+            raise ValueError(f"oracle {p} line {i}: duplicate transfer {key}")
+        acc = float(r["accuracy"])
+        if not math.isfinite(acc):
+            raise ValueError(f"oracle {p} line {i}: accuracy {r['accuracy']!r} is not finite")
+        out[key] = acc
+    return out
+
+
+def rows_from_result(result: Any, *, run: int, suffix: str = "") -> list[dict[str, Any]]:
+    """Score rows of one bank's :class:`parc_jax.ScoreResult` (probe run ``run``); a model's
+    (architecture, source) comes from the bank. ``suffix`` is appended to method names (for
+    example ``"@none"`` for scores without feature reduction)."""
+    target = result.target["name"]
+    rows = []
+    for i, model in enumerate(result.models):
+        if model.get("source") is None:
+            raise ValueError(f"model {model['name']!r} has no source: cannot join the oracle")
+        for method in result.methods:
+            rows.append(
+                {
+                    "run": int(run),
+                    "target": target,
+                    "architecture": model["architecture"],
+                    "source": model["source"],
+                    "method": method + suffix,
+                    "score": float(result.scores[method][i]),
+                }
+            )
+    return rows
+
+
+def write_score_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write score rows as CSV, atomically (a temporary file renamed into place)."""
+    import io
+    import tempfile
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SCORE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: (repr(r[c]) if c == "score" else r[c]) for c in SCORE_COLUMNS})
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_score_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Score rows written by :func:`write_score_rows`."""
+    with Path(path).open(newline="") as f:
+        return [{**r, "run": int(r["run"]), "score": float(r["score"])} for r in csv.DictReader(f)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """One method's selection quality: ``mean`` and ``std`` (population) over probe runs of
+    the per-run average over groups; ``per_run`` those averages; ``groups`` the fewest groups
+    with a defined value in any run and ``undefined`` the most without (constant or NaN
+    scores: a degenerate scorer has ``groups == 0`` and ``mean`` NaN); ``per_group`` each
+    group's values, one per run."""
+
+    mean: float
+    std: float
+    per_run: tuple[float, ...]
+    groups: int
+    undefined: int
+    per_group: Mapping[tuple[str, ...], tuple[float, ...]]
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    seen = set()
+    for r in rows:
+        missing = set(SCORE_COLUMNS) - set(r)
+        if missing:
+            raise ValueError(f"score row {dict(r)} lacks {sorted(missing)}")
+        key = (r["run"], r["target"], r["architecture"], r["source"], r["method"])
+        if key in seen:
+            raise ValueError(f"duplicate score row for {key}")
+        seen.add(key)
+
+
+def group_values(
+    rows: Sequence[Mapping[str, Any]],
+    oracle: Mapping[tuple[str, str, str], float],
+    *,
+    method: str,
+    metric: str = "pearson",
+    mode: str = "models",
+) -> dict[int, dict[tuple[str, ...], float]]:
+    """``{run: {group key: metric value}}`` for one method. Rows whose transfer is missing
+    from the oracle (self-transfers, for example) are left out."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    fixed, _ = MODES[mode]
+    groups: dict[int, dict[tuple[str, ...], list[tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in rows:
+        if r["method"] != method:
+            continue
+        acc = oracle.get((r["architecture"], r["source"], r["target"]))
+        if acc is None:
+            continue
+        groups[int(r["run"])][tuple(r[k] for k in fixed)].append((float(r["score"]), acc))
+    if not groups:
+        raise ValueError(f"no score rows of method {method!r} join the oracle")
+    fn = METRICS[metric]
+    return {
+        run: {key: fn(*np.asarray(pairs).T) for key, pairs in sorted(by_group.items())}
+        for run, by_group in sorted(groups.items())
+    }
+
+
+def evaluate(
+    rows: Sequence[Mapping[str, Any]],
+    oracle: Mapping[tuple[str, str, str], float],
+    *,
+    methods: Sequence[str] | None = None,
+    metric: str = "pearson",
+    mode: str = "models",
+    targets: Sequence[str] | None = None,
+) -> dict[str, Summary]:
+    """Selection quality of every method in ``rows`` (or ``methods``) as a :class:`Summary`.
+
+    With ``metric="pearson"`` and ``mode="models"`` this is the paper's Mean PC (Eq. 2): per
+    target, Pearson correlation over all source models x100, averaged over targets; mean +-
+    population std over the probe runs. ``targets`` restricts the targets (for example the six
+    main ones, with the extra targets reported separately)."""
+    rows = list(rows)
+    _check_rows(rows)
+    if targets is not None:
+        keep = set(targets)
+        rows = [r for r in rows if r["target"] in keep]
+    if methods is None:
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = {}
+    for method in methods:
+        per = group_values(rows, oracle, method=method, metric=metric, mode=mode)
+        run_means, defined, undefined = [], [], []
+        per_group: dict[tuple[str, ...], list[float]] = defaultdict(list)
+        for by_group in per.values():
+            vals = np.array(list(by_group.values()), np.float64)
+            ok = np.isfinite(vals)
+            defined.append(int(ok.sum()))
+            undefined.append(int((~ok).sum()))
+            run_means.append(float(vals[ok].mean()) if ok.any() else math.nan)
+            for key, v in by_group.items():
+                per_group[key].append(v)
+        arr = np.array(run_means)
+        out[method] = Summary(
+            mean=float(arr.mean()),
+            std=float(arr.std()),
+            per_run=tuple(run_means),
+            groups=min(defined),
+            undefined=max(undefined),
+            per_group={k: tuple(v) for k, v in per_group.items()},
+        )
+    return out

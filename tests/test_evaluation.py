@@ -1,0 +1,248 @@
+"""Selection-quality metrics (parc_jax.evaluation) against SciPy and hand-checked tables, and
+the leave-one-target-out predictor (parc_jax.combine)."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+
+from parc_jax import combine
+from parc_jax import evaluation as ev
+from parc_jax.api import ScoreResult
+
+
+def _cases(rng, ties):
+    for _ in range(6):
+        m = int(rng.integers(3, 30))
+        x = rng.normal(size=m)
+        y = x * rng.uniform(-1, 1) + rng.normal(size=m)
+        if ties:
+            x, y = np.round(x), np.round(2 * y) / 2
+        yield x, y
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_correlations_match_scipy(ties):
+    rng = np.random.default_rng(3 + ties)
+    for x, y in _cases(rng, ties):
+        assert ev.pearson(x, y) == pytest.approx(100 * st.pearsonr(x, y).statistic, rel=1e-12)
+        assert ev.kendall_tau(x, y) == pytest.approx(100 * st.kendalltau(x, y).statistic, rel=1e-12)
+        assert ev.weighted_tau(x, y) == pytest.approx(
+            100 * st.weightedtau(x, y).statistic, rel=1e-12
+        )
+
+
+def test_correlations_undefined_and_perfect():
+    for fn in (ev.pearson, ev.kendall_tau, ev.weighted_tau):
+        assert math.isnan(fn([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+        assert math.isnan(fn([1.0, np.nan, 2.0], [1.0, 2.0, 3.0]))
+        assert math.isnan(fn([1.0], [2.0]))
+        assert fn([1.0, 2.0, 5.0], [10.0, 20.0, 30.0]) == pytest.approx(
+            100.0 if fn is not ev.pearson else 100 * st.pearsonr([1, 2, 5], [10, 20, 30]).statistic
+        )
+        assert fn([3.0, 2.0, 1.0], [10.0, 20.0, 30.0]) == pytest.approx(-100.0)
+    with pytest.raises(ValueError, match="one length"):
+        ev.pearson([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_top_k_relative_hand_checked():
+    # best-scored model reaches 50 of the best 80
+    assert ev.top_k_relative([3, 2, 1], [50, 80, 70], 1) == pytest.approx(62.5)
+    assert ev.top_k_relative([3, 2, 1], [50, 80, 70], 2) == pytest.approx(100.0)
+    assert ev.top_k_relative([3, 2, 1], [50, 70, 80], 2) == pytest.approx(87.5)
+    # a tie at the cut takes the worse model: tying everything cannot look good
+    assert ev.top_k_relative([1, 1, 0], [80, 50, 60], 1) == pytest.approx(62.5)
+    # NaN scores rank last
+    assert ev.top_k_relative([np.nan, 1, 0], [80, 50, 60], 1) == pytest.approx(62.5)
+    assert math.isnan(ev.top_k_relative([np.nan, np.nan], [80, 50], 1))
+    with pytest.raises(ValueError, match="k must"):
+        ev.top_k_relative([1, 2], [1, 2], 0)
+
+
+# A hand-made benchmark: 2 targets x (2 architectures x 3 sources), 2 probe runs.
+ARCHS = ("a", "b")
+SOURCES = ("s1", "s2", "s3")
+ACC = {
+    "t1": {("a", "s1"): 60, ("a", "s2"): 70, ("a", "s3"): 65,
+           ("b", "s1"): 80, ("b", "s2"): 75, ("b", "s3"): 90},
+    "t2": {("a", "s1"): 40, ("a", "s2"): 42, ("a", "s3"): 50,
+           ("b", "s1"): 41, ("b", "s2"): 55, ("b", "s3"): 45},
+}  # fmt: skip
+ORACLE = {(a, s, t): float(v) for t, by in ACC.items() for (a, s), v in by.items()}
+
+
+def _rows(score_fn, method="m", runs=(0, 1)):
+    return [
+        {"run": r, "target": t, "architecture": a, "source": s, "method": method,
+         "score": float(score_fn(r, t, a, s))}
+        for r in runs for t in ACC for a in ARCHS for s in SOURCES
+    ]  # fmt: skip
+
+
+def test_mean_pc_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    noise = {(r, t, a, s): rng.normal() for r in (0, 1) for t in ACC for a in ARCHS
+             for s in SOURCES}  # fmt: skip
+    rows = _rows(lambda r, t, a, s: ACC[t][(a, s)] + 8 * noise[(r, t, a, s)])
+    got = ev.evaluate(rows, ORACLE)["m"]
+    per_run = []
+    for r in (0, 1):
+        pcs = []
+        for t in ACC:
+            keys = [(a, s) for a in ARCHS for s in SOURCES]
+            x = [ACC[t][k] + 8 * noise[(r, t, *k)] for k in keys]
+            pcs.append(100 * st.pearsonr(x, [ACC[t][k] for k in keys]).statistic)
+        per_run.append(np.mean(pcs))
+    assert got.per_run == pytest.approx(per_run, rel=1e-12)
+    assert got.mean == pytest.approx(np.mean(per_run), rel=1e-12)
+    assert got.std == pytest.approx(np.std(per_run), rel=1e-12)  # population std
+    assert got.groups == 2 and got.undefined == 0
+    # perfect scores give 100 +- 0 in every mode and metric
+    perfect = _rows(lambda r, t, a, s: ACC[t][(a, s)])
+    for mode in ev.MODES:
+        for metric in ev.METRICS:
+            res = ev.evaluate(perfect, ORACLE, mode=mode, metric=metric)["m"]
+            assert res.mean == pytest.approx(100.0) and res.std == pytest.approx(0.0), (
+                mode,
+                metric,
+            )
+
+
+def test_modes_group_by_the_fixed_factors():
+    # scores = source index: constant within each 'architecture' group -> undefined there
+    idx = {s: i for i, s in enumerate(SOURCES)}
+    rows = _rows(lambda r, t, a, s: idx[s])
+    arch = ev.evaluate(rows, ORACLE, mode="architecture")["m"]
+    assert arch.groups == 0 and arch.undefined == 6 and math.isnan(arch.mean)
+    src = ev.evaluate(rows, ORACLE, mode="source")["m"]
+    expected = np.mean([100 * st.pearsonr([0, 1, 2], [ACC[t][(a, s)] for s in SOURCES]).statistic
+                        for t in ACC for a in ARCHS])  # fmt: skip
+    assert src.mean == pytest.approx(expected, rel=1e-12) and src.groups == 4
+    # mode "target" (paper Eq. 5): one model, its scores across targets
+    rows_t = _rows(lambda r, t, a, s: {"t1": 1.0, "t2": 0.0}[t])
+    tgt = ev.evaluate(rows_t, ORACLE, mode="target")["m"]
+    signs = [np.sign(ACC["t1"][(a, s)] - ACC["t2"][(a, s)]) for a in ARCHS for s in SOURCES]
+    assert tgt.mean == pytest.approx(100 * np.mean(signs)) and tgt.groups == 6
+
+
+def test_evaluate_skips_unjoined_rows_and_rejects_bad_tables():
+    rows = _rows(lambda r, t, a, s: ACC[t][(a, s)])
+    extra = dict(rows[0], source="self")  # a self-transfer the oracle does not have
+    assert ev.evaluate([*rows, extra], ORACLE)["m"].mean == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="duplicate"):
+        ev.evaluate([*rows, rows[0]], ORACLE)
+    with pytest.raises(ValueError, match="mode"):
+        ev.evaluate(rows, ORACLE, mode="nope")
+    with pytest.raises(ValueError, match="join"):
+        ev.evaluate(rows, {("x", "y", "z"): 1.0})
+    nan = ev.evaluate(_rows(lambda *k: np.nan, method="deg"), ORACLE)["deg"]
+    assert math.isnan(nan.mean) and nan.groups == 0
+    only_t1 = ev.evaluate(rows, ORACLE, targets=["t1"])["m"]
+    assert only_t1.groups == 1
+
+
+def test_score_rows_round_trip_and_oracle(tmp_path):
+    rows = _rows(lambda r, t, a, s: ACC[t][(a, s)] / 7)
+    ev.write_score_rows(tmp_path / "s.csv", rows)
+    assert ev.read_score_rows(tmp_path / "s.csv") == rows  # repr() keeps every float bit
+    lines = ["architecture,source,target,accuracy,lr"]
+    lines += [f"{a},{s},{t},{v},0.1" for (a, s, t), v in ORACLE.items()]
+    (tmp_path / "o.csv").write_text("\n".join(lines) + "\n")
+    assert ev.read_oracle(tmp_path / "o.csv") == ORACLE
+    (tmp_path / "bad.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(ValueError, match="duplicate"):
+        ev.read_oracle(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="no such file"):
+        ev.read_oracle(tmp_path / "missing.csv")
+
+
+def test_rows_from_result():
+    result = ScoreResult(
+        target={"name": "t1"},
+        methods=["parc", "parc+l"],
+        models=[
+            {"name": "a/s1", "architecture": "a", "source": "s1"},
+            {"name": "b/s2", "architecture": "b", "source": "s2"},
+        ],  # fmt: skip
+        scores={"parc": np.array([1.0, 2.0]), "parc+l": np.array([0.5, -0.5])},
+        provenance={},
+    )
+    rows = ev.rows_from_result(result, run=3, suffix="@none")
+    assert rows[1] == {"run": 3, "target": "t1", "architecture": "a", "source": "s1",
+                       "method": "parc+l@none", "score": 0.5}  # fmt: skip
+    result.models[0]["source"] = None
+    with pytest.raises(ValueError, match="no source"):
+        ev.rows_from_result(result, run=0)
+
+
+def _synthetic_benchmark(seed=0, targets=6, models=12, runs=2):
+    """accuracy = u - v + noise per target; method 'u' sees u, 'v' sees v, fact 'w' = v."""
+    rng = np.random.default_rng(seed)
+    oracle, rows, facts = {}, [], {}
+    for m in range(models):
+        facts[("arch", f"s{m}")] = {"w": float(rng.normal())}
+    for t in range(targets):
+        u = rng.normal(size=models)
+        v = np.array([facts[("arch", f"s{m}")]["w"] for m in range(models)])
+        acc = 50 + 5 * (u - v) + rng.normal(scale=1.0, size=models)
+        for m in range(models):
+            oracle[("arch", f"s{m}", f"t{t}")] = float(acc[m])
+        for r in range(runs):
+            noisy = u + rng.normal(scale=0.2, size=models)
+            for m in range(models):
+                row = {"run": r, "target": f"t{t}", "architecture": "arch", "source": f"s{m}"}
+                rows.append({**row, "method": "u", "score": float(noisy[m])})
+    return rows, oracle, facts
+
+
+def test_loto_predictor_learns_the_combination_and_never_sees_its_target():
+    rows, oracle, facts = _synthetic_benchmark()
+    keys, x, y = combine.design(rows, oracle, methods=["u"], facts=facts, fact_names=["w"])
+    assert x.shape == (len(keys), 2) and len(keys) == 6 * 12 * 2
+    # within every (run, target) the columns and y are z-scored
+    group = [i for i, k in enumerate(keys) if k[:2] == (0, "t0")]
+    assert x[group].mean(0) == pytest.approx([0, 0], abs=1e-12)
+    assert x[group].std(0, ddof=1) == pytest.approx([1, 1])
+    pred_rows, fitted = combine.loto_predictions(keys, x, y)
+    for info in fitted.values():
+        w_u, w_v = info["weights"]
+        assert w_u > 0 > w_v  # the sign of the hidden combination is recovered
+    learned = ev.evaluate(pred_rows, oracle)["learned"].mean
+    alone = ev.evaluate(rows, oracle)["u"].mean
+    assert learned > alone + 15
+    # changing the held-out target's accuracies cannot change its predictions
+    oracle2 = dict(oracle)
+    for m in range(12):
+        oracle2[("arch", f"s{m}", "t0")] = -oracle[("arch", f"s{m}", "t0")]
+    keys2, x2, y2 = combine.design(rows, oracle2, methods=["u"], facts=facts, fact_names=["w"])
+    rows2, _ = combine.loto_predictions(keys2, x2, y2)
+    held = [r["score"] for r in pred_rows if r["target"] == "t0"]
+    held2 = [r["score"] for r in rows2 if r["target"] == "t0"]
+    assert held2 == pytest.approx(held, rel=1e-12)
+
+
+def test_design_rejects_missing_inputs():
+    rows, oracle, facts = _synthetic_benchmark(targets=2, models=4, runs=1)
+    with pytest.raises(ValueError, match="lacks facts"):
+        combine.design(rows, oracle, methods=["u"], facts={}, fact_names=["w"])
+    with pytest.raises(ValueError, match="no \\(run"):
+        combine.design(rows, oracle, methods=["absent"])
+    keys, x, y = combine.design(rows, oracle, methods=["u"])
+    with pytest.raises(ValueError, match="two training targets"):
+        combine.loto_predictions(keys[:4], x[:4], y[:4])
+
+
+def test_extra_targets_are_predicted_from_training_targets_only():
+    rows, oracle, facts = _synthetic_benchmark(targets=4, models=8, runs=1)
+    keys, x, y = combine.design(rows, oracle, methods=["u"], facts=facts, fact_names=["w"])
+    _, fitted = combine.loto_predictions(keys, x, y, train_targets=["t0", "t1", "t2"])
+    # t3 is never trained on: every fit equals the fit without t3's rows at all
+    keep = np.array([k[1] != "t3" for k in keys])
+    sub_keys = [k for k, use in zip(keys, keep) if use]
+    _, fitted_sub = combine.loto_predictions(sub_keys, x[keep], y[keep])
+    for t in ("t0", "t1", "t2"):
+        assert fitted[t]["weights"] == pytest.approx(fitted_sub[t]["weights"], rel=1e-12)
+    train = np.array([k[1] != "t3" for k in keys])
+    w = combine.ridge_fit(x[train], y[train], ridge=fitted["t3"]["ridge"])
+    assert fitted["t3"]["weights"] == pytest.approx(w.tolist(), rel=1e-12)
