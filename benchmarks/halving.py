@@ -24,12 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--banks", default=str(ROOT / "benchmarks/groundtruth/banks"))
+    p.add_argument("--banks", default=None, help="default: runs/groundtruth/mini/probes (5 "
+                   "runs) if present, else the committed run-0 banks")  # fmt: skip
     p.add_argument("--oracle", default=str(ROOT / "benchmarks/groundtruth/oracle.csv"))
     p.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     p.add_argument("--method", default="parc")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.banks is None:
+        regen = ROOT / "runs/groundtruth/mini/probes"
+        args.banks = str(regen if regen.is_dir() else ROOT / "benchmarks/groundtruth/banks")
     records = halving_tradeoff(find_banks(args.banks), read_oracle(args.oracle),
                                method=args.method, progress=not args.no_progress)  # fmt: skip
     if not records:

@@ -131,7 +131,7 @@ def pca_mode(mode: str) -> Iterator[None]:
     """Select the PCA solver used by :func:`pca` while functions are *traced*.
 
     ``"exact"`` (default): dense symmetric eigendecomposition. ``"fast"``: block subspace
-    iteration with Cholesky-QR and a Rayleigh-Ritz step on the smaller of the Gram and the
+    iteration with Householder QR and a Rayleigh-Ritz step on the smaller of the Gram and the
     covariance matrix. The mode is read at trace time, so it applies to functions jitted
     inside the context (the engine builds one compiled function per mode).
     """
@@ -144,15 +144,15 @@ def pca_mode(mode: str) -> Iterator[None]:
         _PCA_MODE.reset(token)
 
 
-def _cholesky_qr(y: jax.Array) -> jax.Array:
-    """Orthonormal basis of the columns of ``y: [s, p]`` by CholeskyQR2 (two passes)."""
-    for _ in range(2):
-        gram = matmul(y.T, y)
-        # A tiny ridge keeps the factorisation defined when y loses rank (flat/zero spectra).
-        ridge = 1e-7 * jnp.trace(gram) / gram.shape[0] + jnp.finfo(y.dtype).tiny
-        chol = jnp.linalg.cholesky(gram + ridge * jnp.eye(gram.shape[0], dtype=y.dtype))
-        y = jax.scipy.linalg.solve_triangular(chol, y.T, lower=True).T
-    return y
+def _orthonormal_basis(y: jax.Array) -> jax.Array:
+    """Orthonormal columns spanning ``y: [s, p]`` (Householder QR).
+
+    Not CholeskyQR: when the features have lower rank than the subspace block ``p`` (dead
+    ReLU units make this common; 36 of 64 columns in a ground-truth bank), ``Y^T Y`` is
+    singular and its Cholesky factor NaN, shifted or not. Householder QR stays orthonormal
+    for any rank, at ``O(s p^2)`` - small next to the ``O(s^2 p)`` products per iteration.
+    """
+    return jnp.linalg.qr(y)[0]
 
 
 def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
@@ -164,9 +164,9 @@ def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     p = width + _FAST_PCA_OVERSAMPLE
     # A fixed start block: deterministic results, no key to thread through the scorers.
     omega = jax.random.normal(jax.random.key(0), (a.shape[0], p), a.dtype)
-    q = _cholesky_qr(matmul(a, omega))
+    q = _orthonormal_basis(matmul(a, omega))
     for _ in range(FAST_PCA_ITERATIONS):
-        q = _cholesky_qr(matmul(a, q))
+        q = _orthonormal_basis(matmul(a, q))
     small = matmul(q.T, matmul(a, q))
     vals, w = jnp.linalg.eigh(small, symmetrize_input=True)
     return vals[::-1][:width], matmul(q, w[:, ::-1][:, :width])

@@ -578,3 +578,39 @@ def test_stratified_half():
 def test_stratified_half_rejects(labels, seed):
     with pytest.raises(ValueError, match="labels|seed"):
         stratified_half(labels, seed=seed)
+
+
+def _fast_vs_exact_parc(features: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, float]:
+    x = jnp.asarray(features, jnp.float32)
+    y = jnp.asarray(labels)
+    exact = float(parc_mod.parc_core(x, y, num_classes=k, n_dims=32))
+    with numerics.pca_mode("fast"):
+        fast = float(jax.jit(lambda a, b: parc_mod.parc_core(a, b, num_classes=k, n_dims=32))(x, y))
+    return exact, fast
+
+
+def test_fast_pca_parc_within_two_tenths_of_exact():
+    """METRICS.md: the subspace-iteration PCA must stay within 0.2 PARC points of exact."""
+    from parc_jax.synthetic import synthetic_features
+
+    rng = np.random.default_rng(11)
+    labels = np.repeat(np.arange(10), 20)
+    x = synthetic_features(labels, 256, rng)
+    exact, fast = _fast_vs_exact_parc(x, labels, 10)
+    assert abs(fast - exact) < 0.2, (fast, exact)
+
+
+def test_fast_pca_rank_deficient_features_are_finite():
+    """Regression: on the committed coil20 probe bank, AlexNet features with dead ReLU columns
+    (rank 36-59 of 64) made the CholeskyQR of the fast PCA return NaN for 4 of 7 sources."""
+    from pathlib import Path
+
+    from parc_jax.bank import read_bank
+
+    bank = read_bank(Path(__file__).parents[1] / "benchmarks/groundtruth/banks/coil20.msgpack")
+    labels = bank.target.labels
+    for m in bank.models:
+        if m.architecture != "alexnet":
+            continue
+        exact, fast = _fast_vs_exact_parc(np.asarray(m.features, np.float32), labels, 20)
+        assert np.isfinite(fast) and abs(fast - exact) < 0.2, (m.name, fast, exact)
