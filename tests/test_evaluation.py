@@ -246,3 +246,26 @@ def test_extra_targets_are_predicted_from_training_targets_only():
     train = np.array([k[1] != "t3" for k in keys])
     w = combine.ridge_fit(x[train], y[train], ridge=fitted["t3"]["ridge"])
     assert fitted["t3"]["weights"] == pytest.approx(w.tolist(), rel=1e-12)
+
+
+def test_find_banks_layouts_and_report(tmp_path):
+    from parc_jax.selection import find_banks, markdown_report
+
+    (tmp_path / "a").mkdir()
+    for r in (0, 1):
+        (tmp_path / "a" / f"run{r}.msgpack").write_bytes(b"")
+    (tmp_path / "b.msgpack").write_bytes(b"")
+    found = find_banks(tmp_path)
+    assert sorted(found) == ["a", "b"] and sorted(found["a"]) == [0, 1] and list(found["b"]) == [0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no probe banks"):
+        find_banks(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no such directory"):
+        find_banks(tmp_path / "missing")
+
+    rows = _rows(lambda r, t, a, s: ACC[t][(a, s)]) + _rows(lambda *k: np.nan, method="hscore")
+    md = markdown_report(rows, ORACLE, main_targets=["t1", "t2"], flags={"hscore": "d >= n-1"})
+    line = next(x for x in md.splitlines() if x.startswith("| hscore |"))
+    assert "degenerate" in line  # a flagged scorer is shown as such, not as a number
+    line = next(x for x in md.splitlines() if x.startswith("| m |"))
+    assert "100.0 ± 0.0" in line
