@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import platform
 import sys
 import time
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python benchmarks/selection.py` · parc_jax {__version__} · jax "
         f"{jax.__version__} · {jax.devices()[0].platform} "
         f"({platform.processor() or platform.machine()})"
-        f" · {time.strftime('%Y-%m-%d')} · {len(runs)} probe runs · banks `{args.banks}`",
+        f" · {time.strftime('%Y-%m-%d')} · {len(runs)} probe runs · banks "
+        f"`{os.path.relpath(args.banks, ROOT)}`",
         "",
         "ms / transfer: one model scored on one probe (n = 500) by `score_bank` with that "
         "method alone, compile excluded, median of 3, on this machine.",
