@@ -15,9 +15,9 @@ import io
 import sys
 from pathlib import Path
 
+from parc_jax.atomic import write_text
 from parc_jax.evaluation import read_oracle
-from parc_jax.selection import find_banks, halving_markdown, halving_tradeoff
-from parc_jax.training import _atomic_write_bytes
+from parc_jax.selection import default_banks, find_banks, halving_markdown, halving_tradeoff
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.banks is None:
-        regen = ROOT / "runs/groundtruth/mini/probes"
-        args.banks = str(regen if regen.is_dir() else ROOT / "benchmarks/groundtruth/banks")
+        args.banks = str(default_banks(ROOT))
     records = halving_tradeoff(find_banks(args.banks), read_oracle(args.oracle),
                                method=args.method, progress=not args.no_progress)  # fmt: skip
     if not records:
@@ -45,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(records)
-    _atomic_write_bytes(out / f"halving-{args.method}.csv", buf.getvalue().encode())
+    write_text(out / f"halving-{args.method}.csv", buf.getvalue())
     cmd = "python benchmarks/halving.py" + (
         f" --method {args.method}" if args.method != "parc" else ""
     )
     md = halving_markdown(records, command=cmd)
-    _atomic_write_bytes(out / f"halving-{args.method}.md", md.encode())
+    write_text(out / f"halving-{args.method}.md", md)
     print(md)
     return 0
 

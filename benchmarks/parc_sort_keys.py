@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from parc_jax import numerics
+from parc_jax.atomic import write_text
 from parc_jax.scorers.parc import _feature_distances, parc_core
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parc_sort_keys.json"
@@ -129,16 +129,7 @@ def tie_structure(v: np.ndarray, keys: np.ndarray) -> tuple[bool, int]:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:

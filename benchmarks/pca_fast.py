@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from parc_jax.api import score_bank
+from parc_jax.atomic import write_text
 from parc_jax.bank import read_bank
-from parc_jax.selection import find_banks
-from parc_jax.training import _atomic_write_bytes
+from parc_jax.selection import default_banks, find_banks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/pca_fast.json"))
     args = p.parse_args(argv)
     if args.banks is None:
-        regen = ROOT / "runs/groundtruth/mini/probes"
-        args.banks = str(regen if regen.is_dir() else ROOT / "benchmarks/groundtruth/banks")
+        args.banks = str(default_banks(ROOT))
     banks = find_banks(args.banks)
     rows = []
     for target, runs in sorted(banks.items()):
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = {m: max(r["max_abs"] for r in rows if r["method"] == m) for m in args.methods}
     report = {"banks": args.banks, "rows": rows, "worst_max_abs": worst,
               "within_0.2": {m: w <= 0.2 for m, w in worst.items()}}  # fmt: skip
-    _atomic_write_bytes(Path(args.out), json.dumps(report, indent=1).encode())
+    write_text(args.out, json.dumps(report, indent=1))
     for m in args.methods:
         print(
             f"{m}: largest |fast - exact| over {len(banks)} targets x runs = {worst[m]:.4f} "

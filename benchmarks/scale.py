@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 
+from parc_jax.atomic import write_text
 from parc_jax.synthetic import write_sharded_bank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,11 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scale-{result['device'].replace(' ', '_')}.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text(out, json.dumps(result, indent=2) + "\n")
     lines = [
         f"{result['device']}, {result['cores']} cores, {result['date']}: `{result['command']}`",
         "",
@@ -116,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['models_per_s']:.1f} | {r['score_s']:.1f} | {r['peak_rss_gb']:.2f} |"
         )
     table = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(table)
+    write_text(out.with_suffix(".md"), table)
     print(table)
     return 0
 

@@ -30,12 +30,15 @@ import jax
 
 from parc_jax import __version__
 from parc_jax.api import PRIOR_SUFFIX
+from parc_jax.atomic import write_text
 from parc_jax.bank import read_bank
 from parc_jax.evaluation import evaluate, read_oracle, read_score_rows, write_score_rows
+from parc_jax.scorers.registry import SCORERS
 from parc_jax.selection import (
     LEARNED_FACTS,
     LEARNED_METHODS,
     NONE_SUFFIX,
+    default_banks,
     find_banks,
     learned_rows,
     markdown_report,
@@ -46,7 +49,6 @@ from parc_jax.selection import (
     summarize,
     time_methods,
 )
-from parc_jax.training import _atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     if args.banks is None:
-        regenerated = ROOT / "runs/groundtruth/mini/probes"
-        args.banks = str(
-            regenerated if regenerated.is_dir() else ROOT / "benchmarks/groundtruth/banks"
-        )
+        args.banks = str(default_banks(ROOT))
         print(f"banks: {args.banks}", file=sys.stderr)
     out = Path(args.out)
     oracle = read_oracle(args.oracle)
@@ -108,17 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.scores and timing_path.is_file():  # tables from saved scores: keep their timing
         ms = json.loads(timing_path.read_text())["ms_per_transfer"]
     elif not args.no_timing:
-        bank = read_bank(banks[main_targets[0] if main_targets else sorted(banks)[0]][0])
-        methods = sorted({r["method"] for r in rows if PRIOR_SUFFIX not in r["method"]
-                          and NONE_SUFFIX not in r["method"]
-                          and r["method"] not in ("learned", "parc_literal")})  # fmt: skip
-        ms = time_methods(bank, methods)
+        timed_path = banks[main_targets[0] if main_targets else sorted(banks)[0]][0]
+        present = {r["method"] for r in rows}
+        ms = time_methods(read_bank(timed_path), [m for m in SCORERS if m in present])
         timing = {"command": "python benchmarks/selection.py", "date": time.strftime("%Y-%m-%d"),
                   "machine": f"{jax.devices()[0].platform} {platform.machine()}",
-                  "bank": str(banks[main_targets[0] if main_targets else sorted(banks)[0]][0]),
-                  "ms_per_transfer": ms}  # fmt: skip
+                  "bank": str(timed_path), "ms_per_transfer": ms}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(timing_path, json.dumps(timing, indent=1).encode())
+        write_text(timing_path, json.dumps(timing, indent=1))
 
     dims = {"parc": 32, "rsa": 32, "dds": 64, "hscore": 32, "hscore_shrink": 32, "gbc": 64,
             "gbc_spherical": 64, "parc_literal": 32}  # fmt: skip
@@ -161,10 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     writer.writeheader()
     writer.writerows(records)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / "selection.csv", buf.getvalue().encode())
-    _atomic_write_bytes(out / "selection.md", md.encode())
-    _atomic_write_bytes(out / "selection_learned.json",
-                        json.dumps(learned_info, indent=1).encode())  # fmt: skip
+    write_text(out / "selection.csv", buf.getvalue())
+    write_text(out / "selection.md", md)
+    write_text(out / "selection_learned.json", json.dumps(learned_info, indent=1))
 
     pc = evaluate(rows, oracle, targets=main_targets)
     plot_bars({m: s for m, s in pc.items() if NONE_SUFFIX not in m}, out / "selection_bars.png",

@@ -37,6 +37,7 @@ import psutil
 
 from parc_jax import engine, reference
 from parc_jax.api import _narrow, _target_info, score_bank
+from parc_jax.atomic import write_text
 from parc_jax.bank import Bank, ModelEntry
 from parc_jax.scorers.logistic import stratified_half
 from parc_jax.scorers.registry import SCORERS
@@ -143,11 +144,8 @@ def time_device_only(method: str, bank: Bank, chunk: int, repeats: int) -> float
 
 def save(doc: dict, out: Path) -> None:
     """Write the JSON (atomically) and the Markdown table beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out)
-    out.with_suffix(".md").write_text(markdown(doc))
+    write_text(out, json.dumps(doc, indent=2) + "\n")
+    write_text(out.with_suffix(".md"), markdown(doc))
 
 
 def run(args: argparse.Namespace, out: Path | None = None) -> dict:

@@ -214,23 +214,15 @@ def rows_from_result(result: Any, *, run: int, suffix: str = "") -> list[dict[st
 def write_score_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
     """Write score rows as CSV, atomically (a temporary file renamed into place)."""
     import io
-    import tempfile
+
+    from parc_jax.atomic import write_text
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SCORE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({c: (repr(r[c]) if c == "score" else r[c]) for c in SCORE_COLUMNS})
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, buf.getvalue())
 
 
 def read_score_rows(path: str | os.PathLike) -> list[dict[str, Any]]:

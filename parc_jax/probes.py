@@ -345,7 +345,8 @@ def export_benchmark(
     """
     import shutil
 
-    from parc_jax.training import _atomic_write_bytes, summarize
+    from parc_jax.atomic import write_text
+    from parc_jax.training import summarize
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,6 +360,6 @@ def export_benchmark(
         export_bank(run_dir, target, path)
         written.append(path)
     report = summarize(preset, run_dir, data_dir=data_dir)
-    _atomic_write_bytes(out_dir / "summary.md", report["markdown"].encode())
+    write_text(out_dir / "summary.md", report["markdown"])
     written.append(out_dir / "summary.md")
     return written

@@ -12,10 +12,11 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
+from parc_jax.atomic import write_text
 
 EXAMPLE_BANK = "example_bank.msgpack"
 FORMATS = ("table", "json", "csv")
@@ -155,22 +156,6 @@ def format_csv(result, sort_by: str | None, top: int | None) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _run_halving(args, bank: str, methods, n_dims) -> str:
     """``--halving``: successive halving with one method; table/json/csv of the ranking."""
     from parc_jax.halving import successive_halving
@@ -251,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.halving is not None:
             text = _run_halving(args, bank, methods, n_dims)
             if args.output:
-                write_atomic(args.output, text)
+                write_text(args.output, text)
             else:
                 sys.stdout.write(text)
             return 0
@@ -287,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if jax.process_index() != 0:
         return 0  # every process holds the result; one writes it
     if args.output:
-        write_atomic(args.output, text)
+        write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return 0

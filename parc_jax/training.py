@@ -30,7 +30,6 @@ import functools
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ import optax
 from flax import serialization, struct
 from tqdm.auto import tqdm
 
+from parc_jax.atomic import write_bytes
 from parc_jax.data import Dataset, Split, augment, seeded_rng
 from parc_jax.zoo import init_variables, unfreeze
 
@@ -254,25 +254,10 @@ def epoch_batches(
 # Checkpoints
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path: str | os.PathLike, state: Any, *, epoch: int) -> None:
     """Write ``{"epoch", "state"}`` with flax serialization, atomically."""
     data = serialization.to_bytes({"epoch": np.int64(epoch), "state": state})
-    _atomic_write_bytes(Path(path), data)
+    write_bytes(Path(path), data)
 
 
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, int] | None:
@@ -287,7 +272,7 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, int] |
 def save_variables(path: str | os.PathLike, variables: Mapping[str, Any], meta: Mapping) -> None:
     """Write model ``variables`` and a ``meta`` dict (msgpack-native values), atomically."""
     tree = {"variables": serialization.to_state_dict(dict(variables)), "meta": dict(meta)}
-    _atomic_write_bytes(Path(path), serialization.msgpack_serialize(tree))
+    write_bytes(Path(path), serialization.msgpack_serialize(tree))
 
 
 def load_variables(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -755,7 +740,7 @@ def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Sequence[Ma
     writer.writeheader()
     for row in rows:
         writer.writerow({c: row[c] for c in columns})
-    _atomic_write_bytes(Path(path), buf.getvalue().encode())
+    write_bytes(Path(path), buf.getvalue().encode())
 
 
 def _append_csv(path: Path, columns: Sequence[str], row: Mapping) -> None:
@@ -769,7 +754,7 @@ def record_stage_time(run_dir: str | os.PathLike, stage: str, seconds: float) ->
     path = Path(run_dir) / "timings.json"
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 2)
-    _atomic_write_bytes(path, (json.dumps(timings, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes(path, (json.dumps(timings, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _fmt(x: float) -> str:
