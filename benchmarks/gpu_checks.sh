@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every GPU check of the engine in one go, for a machine with one NVIDIA GPU and a CUDA build
+# of JAX (about 9 minutes on one H100): the 1,000-model targets, the engine-versus-reference
+# tests on the GPU, and the throughput sweep. Each stage has its own time limit and writes as it
+# goes, so a stage that fails or runs out of time leaves the others' results.
+#
+#     benchmarks/gpu_checks.sh [OUTDIR]        # default benchmarks/results/gpu
+#
+# OUTDIR gets run.log (everything printed), targets-gpu.{json,md}, throughput-gpu.{json,md}.
+# SMOKE=1 runs the same stages at toy sizes (about 3 minutes on 2 CPU cores): try the script
+# there before spending device time on it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results/gpu}
+mkdir -p "$out"
+log="$out/run.log"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+py=$(command -v python3 || command -v python)
+
+targets=(--repeats 3)
+tests=(-k "not sharded and not deadlock")
+sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hscore
+  hscore_shrink gbc gbc_spherical knn leep nce dds rsa transrate logistic heuristic)
+if [[ ${SMOKE:-0} == 1 ]]; then
+  small=(--pool 3 --n 200 --num-classes 20 --z 100)
+  targets=(--repeats 2 --models 16 --chunk-sizes 16 --parc-chunk-sizes 8 --d 256 "${small[@]}"
+    --methods parc leep logme logistic)
+  tests=(-k "matches_reference_for_every_scorer")
+  sweep=(--batch-sizes 1 4 --chunk-size 4 --widths 64 128 --repeats 1 "${small[@]}"
+    --methods parc leep logistic)
+fi
+
+stage() { echo "=== $* ($(date -u +%H:%M:%S))" | tee -a "$log"; }
+
+stage environment
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
+$py -c "import jax, jaxlib, numpy, scipy, flax, optax; print('jax', jax.__version__, 'jaxlib',
+jaxlib.__version__, 'numpy', numpy.__version__, 'scipy', scipy.__version__, jax.devices())" \
+  2>&1 | tee -a "$log"
+nproc | tee -a "$log"
+
+stage "targets: 1,000 models, n=500, d=2048"
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 230 $py benchmarks/targets.py "${targets[@]}" \
+  --out "$out/targets-gpu.json" 2>&1 | tee -a "$log"
+
+stage "engine and scorers against the NumPy/SciPy references, on the GPU"
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 $py -m pytest -q -n 4 -p no:cacheprovider -p no:benchmark \
+  tests/test_engine.py tests/test_scorers_stats.py tests/test_scorers_parc.py \
+  "${tests[@]}" 2>&1 | tee -a "$log"
+
+stage "throughput sweep"
+timeout 200 $py benchmarks/throughput.py "${sweep[@]}" \
+  --skip-reference logistic transrate --time-budget 150 --out "$out/throughput-gpu.json" 2>&1 | tee -a "$log"
+stage done

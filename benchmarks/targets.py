@@ -1,0 +1,272 @@
+"""The bank-scale targets: 1,000 models (n = 500, d = 2048, K = 100, z = 1000) on one device.
+
+    python benchmarks/targets.py      # 1,000 models: every scorer in one chunk; PARC also 256, 64
+    python benchmarks/targets.py --models 64 --chunk-sizes 64 --parc-chunk-sizes 16 --methods parc
+
+The issue's targets on one H100/H200: PARC (f = 32) on 1,000 such models in under 0.05 s of
+device compute after compilation, every scorer together in under 1 s. This benchmark measures,
+for each chunk size (models scored per compiled call):
+
+* ``load``: host-side assembly of the padded chunks (the engine's own ``_chunks``), GB/s;
+* ``transfer``: host-to-device copy of those chunks (float16 features), GB/s;
+* device compute per scorer on device-resident chunks (warm, compiled, ``block_until_ready``,
+  median of repeats), compile time separately, and every scorer together as the engine runs them;
+* PARC's stages (PCA alone, PCA + distances, the whole score) in exact and fast PCA mode, so a
+  missed target says where the time goes; and the largest |fast - exact| PARC difference here;
+* end to end (``score_bank`` on the in-memory bank: assembly, transfer and compute overlapped).
+
+Synthetic features with class structure (``parc_jax.synthetic``), a pool of distinct models tiled
+to the bank size (the cost of a model does not depend on its values). Writes
+``benchmarks/results/targets-<device>.json`` and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from parc_jax import engine, numerics
+from parc_jax.api import _narrow, _target_info, score_bank
+from parc_jax.atomic import write_text
+from parc_jax.scorers.parc import _feature_distances
+from parc_jax.scorers.registry import SCORERS
+from parc_jax.synthetic import synthetic_bank
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import device_name, tiled_bank  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_PARC_S = 0.05
+TARGET_ALL_S = 1.0
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """``(first call s, median warm s)``; every call is waited for with ``block_until_ready``."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)
+
+
+def parc_stages(chunks: list[dict], labels: jax.Array, pca: str, repeats: int) -> dict:
+    """Device seconds for PARC's stages over every chunk: PCA, PCA + distances, whole score."""
+
+    def pca_only(x, mask):
+        return numerics.reduce_features(x.astype(jnp.float32), mask, 32)[0]
+
+    def distances(x, mask):
+        return _feature_distances(x.astype(jnp.float32), mask, 32)
+
+    stages = {"pca": pca_only, "pca+distances": distances}
+    out = {}
+    for name, one in stages.items():
+        with numerics.pca_mode(pca):
+            fn = jax.jit(jax.vmap(one))
+            first, warm = timed(
+                lambda fn=fn: [fn(c["features"], c["feature_mask"]) for c in chunks], repeats
+            )
+        out[name] = {"device_s": warm, "compile_s": max(0.0, first - warm)}
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = device_name()
+    methods = args.methods or list(SCORERS)
+    pool = synthetic_bank(n=args.n, num_classes=args.num_classes, num_models=args.pool,
+                          widths=(args.d,), z=args.z, seed=0)  # fmt: skip
+    bank = tiled_bank(pool, args.models)
+    doc: dict = {
+        "device": device,
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["python", "benchmarks/targets.py", *sys.argv[1:]]),
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "targets": {"parc_s": TARGET_PARC_S, "all_scorers_s": TARGET_ALL_S},
+        "runs": [],
+    }
+    out = Path(args.out or RESULTS / f"targets-{device}.json")
+
+    plan = [(c, methods) for c in args.chunk_sizes]
+    plan += [(c, ["parc"]) for c in args.parc_chunk_sizes if "parc" in methods]
+    for chunk, ms in plan:
+        run_doc: dict = {"chunk_size": chunk, "methods": {}}
+        doc["runs"].append(run_doc)
+        measure_chunk_size(bank, ms, chunk, args, run_doc, lambda: save(doc, out))
+        save(doc, out)
+    return doc
+
+
+def measure_chunk_size(
+    bank, methods: list[str], chunk: int, args: argparse.Namespace, run_doc: dict, save_doc
+) -> None:
+    """Fill ``run_doc`` with the measurements for one chunk size (see the module docstring)."""
+    target = _target_info(bank.target)
+    options = engine.EngineOptions(
+        methods=tuple(methods), dims=tuple(engine.method_dims(methods).items()), chunk_size=chunk
+    )
+    labels, train_mask, k = engine._probe_inputs(target, None, options)
+    t_images = np.float32(target.num_images or 0)
+
+    t0 = time.perf_counter()
+    models = (_narrow(m) for m in bank.models)
+    host = [a for _, _, a in engine._chunks(models, target, methods, chunk)]
+    load_s = time.perf_counter() - t0
+    nbytes = sum(v.nbytes for c in host for v in c.values())
+    t0 = time.perf_counter()
+    chunks = jax.block_until_ready([jax.device_put(c) for c in host])
+    transfer_s = time.perf_counter() - t0
+    run_doc.update(
+        chunks=len(chunks), load_s=load_s, transfer_s=transfer_s, bytes=nbytes,
+        feature_bytes=sum(c["features"].nbytes for c in host),
+        load_gb_s=nbytes / load_s / 1e9, transfer_gb_s=nbytes / transfer_s / 1e9,
+    )  # fmt: skip
+    del host
+    print(f"chunk {chunk}: {len(chunks)} chunk(s), {nbytes / 1e9:.2f} GB; load "
+          f"{run_doc['load_gb_s']:.2f} GB/s, transfer {run_doc['transfer_gb_s']:.2f} GB/s",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+    def method_run(ms: tuple[str, ...], pca: str = "exact") -> Callable[[], object]:
+        opts = engine.EngineOptions(methods=ms, dims=tuple(engine.method_dims(ms).items()),
+                                    pca=pca, chunk_size=chunk)  # fmt: skip
+        fn = engine._scoring_fn(opts, k)
+        return lambda: [fn(c, labels, train_mask, t_images) for c in chunks]
+
+    scores = {}
+    variants = [(m, "exact") for m in methods]
+    if "parc" in methods:
+        variants.insert(methods.index("parc") + 1, ("parc", "fast"))
+    for m, pca in variants:
+        key = m if pca == "exact" else f"{m} (fast PCA)"
+        try:
+            call = method_run((m,), pca)
+            first, warm = timed(call, args.repeats)
+        except Exception as exc:  # noqa: BLE001 - e.g. device memory: record, go on
+            run_doc["methods"][key] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(f"  {key}: FAILED {run_doc['methods'][key]['error']}", file=sys.stderr)
+            continue
+        scores[(m, pca)] = np.concatenate([np.asarray(o[m]) for o in call()])[: args.models]
+        run_doc["methods"][key] = {"device_s": warm, "compile_s": max(0.0, first - warm)}
+        print(f"  {key:22s} {warm:8.4f} s device ({1e3 * warm / args.models:.3f} ms/model), "
+              f"compile {first - warm:6.1f} s", file=sys.stderr, flush=True)  # fmt: skip
+        save_doc()
+    if ("parc", "fast") in scores:
+        diff = np.abs(scores[("parc", "fast")] - scores[("parc", "exact")])
+        run_doc["parc_fast_max_abs_diff"] = float(diff.max())
+    ok = [m for m in methods if "error" not in run_doc["methods"][m]]
+    if len(ok) > 1:
+        _, warm = timed(method_run(tuple(ok)), args.repeats)
+        run_doc["all_methods_device_s"], run_doc["all_methods"] = warm, ok
+        print(f"  every scorer together: {warm:.3f} s device", file=sys.stderr, flush=True)
+    if "parc" in ok:
+        run_doc["parc_stages"] = {
+            pca: parc_stages(chunks, labels, pca, args.repeats) for pca in ("exact", "fast")
+        }
+    chunks.clear()  # device memory back before the end-to-end runs
+    e2e = [("parc", ["parc"], "exact"), ("parc (fast PCA)", ["parc"], "fast")]
+    if len(ok) > 1:
+        e2e.append(("every scorer", ok, "exact"))
+    for name, ms, pca in e2e:
+        if not set(ms) <= set(ok):
+            continue
+        call = dict(methods=ms, pca=pca, chunk_size=chunk, progress=False)
+        _, warm = timed(lambda call=call: score_bank(bank, **call).scores, args.e2e_repeats)
+        run_doc.setdefault("end_to_end_s", {})[name] = warm
+        print(f"  end to end, {name}: {warm:.3f} s", file=sys.stderr, flush=True)
+
+
+def save(doc: dict, out: Path) -> None:
+    write_text(out, json.dumps(doc, indent=2) + "\n")
+    write_text(out.with_suffix(".md"), markdown(doc))
+
+
+def markdown(doc: dict) -> str:
+    c = doc["config"]
+    lines = [
+        f"Device: {doc['device']}, jax {doc['jax']}, {doc['date']}. {c['models']} models, "
+        f"n = {c['n']}, d = {c['d']}, K = {c['num_classes']}, z = {c['z']}, float16 features. "
+        f"Command: `{doc['command']}`",
+        "",
+    ]
+    for r in doc["runs"]:
+        if "load_gb_s" not in r:
+            continue
+        lines += [
+            f"Chunk size {r['chunk_size']} ({r['chunks']} chunk(s)): {r['bytes'] / 1e9:.2f} GB "
+            f"of inputs; host assembly {r['load_s']:.2f} s ({r['load_gb_s']:.2f} GB/s), "
+            f"host-to-device {r['transfer_s']:.2f} s ({r['transfer_gb_s']:.2f} GB/s).",
+            "",
+            "| scorer | device s (all models) | ms/model | compile s |",
+            "|---|---:|---:|---:|",
+        ]
+        for m, v in r["methods"].items():
+            if "error" in v:
+                lines.append(f"| {m} | failed: {v['error'][:120]} | | |")
+                continue
+            lines.append(
+                f"| {m} | {v['device_s']:.4f} | {1e3 * v['device_s'] / c['models']:.3f} | "
+                f"{v['compile_s']:.1f} |"
+            )
+        if "all_methods_device_s" in r:
+            together = f"**all {len(r['all_methods'])} scorers together**"
+            lines.append(f"| {together} | {r['all_methods_device_s']:.3f} | | |")
+        lines.append("")
+        for pca, stages in r.get("parc_stages", {}).items():
+            parts = ", ".join(f"{k} {v['device_s']:.4f} s" for k, v in stages.items())
+            lines.append(f"PARC stages, {pca} PCA: {parts}.")
+        if "parc_fast_max_abs_diff" in r:
+            lines.append(f"Largest |PARC fast - exact| here: {r['parc_fast_max_abs_diff']:.4f}.")
+        for name, s in r.get("end_to_end_s", {}).items():
+            lines.append(f"End to end ({name}): {s:.3f} s.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--methods", nargs="*", choices=list(SCORERS))
+    p.add_argument("--models", type=int, default=1000)
+    p.add_argument(
+        "--chunk-sizes",
+        nargs="*",
+        type=int,
+        default=[1000],
+        help="chunk sizes at which every scorer is measured",
+    )
+    p.add_argument(
+        "--parc-chunk-sizes",
+        nargs="*",
+        type=int,
+        default=[256, 64],
+        help="further chunk sizes at which PARC alone is measured",
+    )
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--d", type=int, default=2048)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--z", type=int, default=1000)
+    p.add_argument("--pool", type=int, default=8, help="distinct synthetic models, tiled")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--e2e-repeats", type=int, default=2)
+    p.add_argument("--out", help="JSON path (default results/targets-<device>.json)")
+    args = p.parse_args(argv)
+    print(markdown(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
