@@ -6,7 +6,9 @@
 #
 #     benchmarks/gpu_checks.sh [OUTDIR]        # default benchmarks/results/gpu
 #
-# OUTDIR gets run.log (everything printed), targets-gpu.{json,md}, throughput-gpu.{json,md}.
+# OUTDIR gets run.log (everything printed), profile_parc-gpu.json, targets-gpu.{json,md},
+# throughput-gpu.{json,md}. STAGES="profile tests" (say) runs only those of the stages
+# profile, targets, tests, sweep.
 # SMOKE=1 runs the same stages at toy sizes (about 3 minutes on 2 CPU cores): try the script
 # there before spending device time on it.
 set -uo pipefail
@@ -17,12 +19,14 @@ log="$out/run.log"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 py=$(command -v python3 || command -v python)
 
+profile=()
 targets=(--repeats 3)
 tests=(-k "not sharded and not deadlock")
 sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hscore
   hscore_shrink gbc gbc_spherical knn leep nce dds rsa transrate logistic heuristic)
 if [[ ${SMOKE:-0} == 1 ]]; then
   small=(--pool 3 --n 200 --num-classes 20 --z 100)
+  profile=(--models 8 --n 200 --d 256)
   targets=(--repeats 2 --models 16 --chunk-sizes 16 --parc-chunk-sizes 8 --d 256 "${small[@]}"
     --methods parc leep logme logistic)
   tests=(-k "matches_reference_for_every_scorer")
@@ -30,7 +34,9 @@ if [[ ${SMOKE:-0} == 1 ]]; then
     --methods parc leep logistic)
 fi
 
+stages=${STAGES:-profile targets tests sweep}
 stage() { echo "=== $* ($(date -u +%H:%M:%S))" | tee -a "$log"; }
+want() { [[ " $stages " == *" $1 "* ]]; }
 
 stage environment
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
@@ -39,16 +45,28 @@ jaxlib.__version__, 'numpy', numpy.__version__, 'scipy', scipy.__version__, jax.
   2>&1 | tee -a "$log"
 nproc | tee -a "$log"
 
-stage "targets: 1,000 models, n=500, d=2048"
-XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 230 $py benchmarks/targets.py "${targets[@]}" \
-  --out "$out/targets-gpu.json" 2>&1 | tee -a "$log"
+if want profile; then
+  stage "profile: PARC's pieces over 1,000 models"
+  timeout 100 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
+    2>&1 | tee -a "$log"
+fi
 
-stage "engine and scorers against the NumPy/SciPy references, on the GPU"
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 $py -m pytest -q -n 4 -p no:cacheprovider -p no:benchmark \
-  tests/test_engine.py tests/test_scorers_stats.py tests/test_scorers_parc.py \
-  "${tests[@]}" 2>&1 | tee -a "$log"
+if want targets; then
+  stage "targets: 1,000 models, n=500, d=2048"
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 230 $py benchmarks/targets.py "${targets[@]}" \
+    --out "$out/targets-gpu.json" 2>&1 | tee -a "$log"
+fi
 
-stage "throughput sweep"
-timeout 200 $py benchmarks/throughput.py "${sweep[@]}" \
-  --skip-reference logistic transrate --time-budget 150 --out "$out/throughput-gpu.json" 2>&1 | tee -a "$log"
+if want tests; then
+  stage "engine and scorers against the NumPy/SciPy references, on the GPU"
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 $py -m pytest -q -n 8 -rf --tb=short \
+    -p no:cacheprovider -p no:benchmark tests/test_engine.py tests/test_scorers_stats.py \
+    tests/test_scorers_parc.py "${tests[@]}" 2>&1 | tee -a "$log"
+fi
+
+if want sweep; then
+  stage "throughput sweep"
+  timeout 200 $py benchmarks/throughput.py "${sweep[@]}" --skip-reference logistic transrate \
+    --time-budget 150 --out "$out/throughput-gpu.json" 2>&1 | tee -a "$log"
+fi
 stage done

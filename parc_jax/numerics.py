@@ -144,15 +144,69 @@ def pca_mode(mode: str) -> Iterator[None]:
         _PCA_MODE.reset(token)
 
 
-def _orthonormal_basis(y: jax.Array) -> jax.Array:
-    """Orthonormal columns spanning ``y: [s, p]`` (Householder QR).
+# How the fast PCA's subspace iteration orthonormalises its block: "householder" (one LAPACK /
+# cuSOLVER QR per model) or "cholesky" (shifted Cholesky QR: matrix products, a batched p x p
+# Cholesky and a batched triangular solve). Read at trace time.
+FAST_PCA_QR = "cholesky"
+_FAST_QR_SHIFTS = (1e-3, 1e-5, 1e-7)  # relative to unit column norms, times p
 
-    Not CholeskyQR: when the features have lower rank than the subspace block ``p`` (dead
-    ReLU units make this common; 36 of 64 columns in a ground-truth bank), ``Y^T Y`` is
-    singular and its Cholesky factor NaN, shifted or not. Householder QR stays orthonormal
-    for any rank, at ``O(s p^2)`` - small next to the ``O(s^2 p)`` products per iteration.
+
+def _orthonormal_basis(y: jax.Array) -> jax.Array:
+    """Orthonormal columns spanning ``y: [s, p]`` (see ``FAST_PCA_QR``).
+
+    Householder QR stays orthonormal for any rank. Plain CholeskyQR does not: when the
+    features have lower rank than the block ``p`` (dead ReLU units make this common; 36 of 64
+    columns in a ground-truth bank), ``Y^T Y`` is singular and its Cholesky factor NaN. The
+    "cholesky" variant scales columns to unit norm and shifts every pass (by ``_FAST_QR_SHIFTS``
+    times ``p``, above float32 rounding of ``Y^T Y``), so it stays finite; directions of ``y``
+    far below its largest one come out shrunk rather than unit, which only loses components
+    of (numerically) no variance.
     """
-    return jnp.linalg.qr(y)[0]
+    if FAST_PCA_QR == "householder":
+        return jnp.linalg.qr(y)[0]
+    p = y.shape[1]
+    norms = jnp.sqrt(jnp.sum(y * y, axis=0))
+    dead = norms <= 1e-30
+    q = y / jnp.where(dead, 1.0, norms)[None, :]
+    for shift in _FAST_QR_SHIFTS:
+        c = _gram_cholesky(q, dead, shift * p)
+        q = lax.linalg.triangular_solve(c, q, left_side=False, lower=True, transpose_a=True)
+    return q
+
+
+def _gram_cholesky(q: jax.Array, dead: jax.Array, shift: float) -> jax.Array:
+    """Lower Cholesky factor of ``q^T q`` (plus ``shift`` on the diagonal); a dead (zero)
+    column gets a unit pivot so the factorisation exists and that column stays zero."""
+    g = matmul(q.T, q)
+    g = g + jnp.diag(jnp.where(dead, 1.0, shift).astype(q.dtype))
+    return jnp.linalg.cholesky(g, symmetrize_input=True)
+
+
+def qr_near_orthogonal(y: jax.Array, *, negligible: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+    """``y = q r`` for ``y: [s, p]`` whose nonzero columns are close to orthogonal, by
+    Cholesky QR on unit-scaled columns: ``q: [s, p]``, ``r: [p, p]`` upper triangular.
+
+    Why not ``jnp.linalg.qr``: on GPUs a batch of tall Householder QRs (and SVDs) runs as one
+    solver call per model, while this is matrix products, a batched Cholesky of ``p x p`` and
+    a batched triangular solve. It is exact to float32 rounding when the scaled columns are
+    well conditioned, which holds where it is used: PCA loadings and the data projected on
+    them are orthogonal in exact arithmetic. One shifted pass then two plain ones (shifted
+    CholeskyQR3): the shift keeps the first factorisation finite if rounding noise makes two
+    columns nearly parallel. Columns below ``negligible`` times the largest norm are treated
+    as exactly zero: ``q`` and ``r`` get zero there, and ``y = q r`` still holds.
+    """
+    p = y.shape[1]
+    norms = jnp.sqrt(jnp.sum(y * y, axis=0))
+    dead = norms <= negligible * jnp.max(norms)
+    scale = jnp.where(dead, 1.0, norms)
+    q = jnp.where(dead[None, :], 0.0, y / scale[None, :])
+    r = jnp.eye(p, dtype=y.dtype)
+    for shift in (1e-5 * p, 0.0, 0.0):
+        c = _gram_cholesky(q, dead, shift)
+        q = lax.linalg.triangular_solve(c, q, left_side=False, lower=True, transpose_a=True)
+        r = matmul(c.T, r)
+    keep = (~dead).astype(y.dtype)
+    return q * keep[None, :], r * scale[None, :] * keep[:, None]
 
 
 def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
@@ -197,17 +251,21 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
         v = matmul(xc.T, u)  # loadings up to scale: V = Xc^T U / s, |V_i|^2 = lambda_i
         # Null eigenvectors of the Gram give no loading (V = 0 in exact arithmetic); left in,
         # their normalised rounding noise would overlap the real directions. QR then makes the
-        # basis orthonormal; the directions it adds carry (numerically) no variance.
+        # basis orthonormal; the dropped directions stay zero columns with no variance.
         keep = lam > NULL_COMPONENT_RTOL * jnp.maximum(lam[0], 0.0)
         v = v * keep[None, :] / jnp.sqrt(jnp.where(keep, lam, 1.0))[None, :]
-        v, _ = jnp.linalg.qr(v)
+        v = qr_near_orthogonal(v)[0]
     else:
         _, v = _top_eigenvectors(matmul(xc.T, xc), width)  # [d, F]
     # Rayleigh-Ritz on the data itself: the SVD of the thin [n, F] projection re-resolves the
     # directions inside the subspace at the accuracy of singular values, not of their squares.
     # Weak components of a float32 Gram/covariance eigendecomposition carry errors of order
     # eps * lambda_max / gap; this step brings them to eps * sigma_max / gap.
-    u_small, sing, wt = jnp.linalg.svd(matmul(xc, v), full_matrices=False)
+    # The SVD of the thin projection goes through its QR: the [F, F] SVD is one batched
+    # solver call on GPUs, a tall one is one call per model.
+    q, r = qr_near_orthogonal(matmul(xc, v))
+    ur, sing, wt = jnp.linalg.svd(r)
+    u_small = matmul(q, ur)
     v = matmul(v, wt.T)
     vals = sing * sing
     signs = _sign_fix(v)

@@ -614,3 +614,37 @@ def test_fast_pca_rank_deficient_features_are_finite():
             continue
         exact, fast = _fast_vs_exact_parc(np.asarray(m.features, np.float32), labels, 20)
         assert np.isfinite(fast) and abs(fast - exact) < 0.2, (m.name, fast, exact)
+
+
+@pytest.mark.parametrize("variant", ["householder", "cholesky"])
+def test_fast_pca_orthonormalisations_agree_with_exact(monkeypatch, variant):
+    """Both ways of orthonormalising the subspace block stay within 0.2 PARC points, and the
+    batched Cholesky variant (the GPU-friendly one) stays finite on rank-deficient features."""
+    from parc_jax.synthetic import synthetic_features
+
+    monkeypatch.setattr(numerics, "FAST_PCA_QR", variant)
+    rng = np.random.default_rng(12)
+    labels = np.repeat(np.arange(10), 20)
+    x = synthetic_features(labels, 256, rng)
+    x[:, 60:] = 0.0  # dead columns, and weak ones that depend on the first 20: the rank,
+    x[:, 20:60] = x[:, :20] @ rng.normal(size=(20, 40)) * 1e-3  # 20, is below the block's 40
+    exact, fast = _fast_vs_exact_parc(x, labels, 10)
+    assert np.isfinite(fast) and abs(fast - exact) < 0.2, (fast, exact)
+
+
+def test_qr_near_orthogonal_factorises_and_keeps_zero_columns():
+    rng = np.random.default_rng(13)
+    basis = np.linalg.qr(rng.normal(size=(300, 12)))[0]
+    y = basis * np.logspace(0, -3, 12)[None, :]  # orthogonal, norms over 3 decades
+    y += 1e-4 * rng.normal(size=y.shape) * np.abs(y).max()  # not exactly orthogonal
+    y[:, 5] = 0.0  # a dropped component
+    noise = 1e-9 * rng.normal(size=300)
+    y[:, 10], y[:, 11] = noise, noise * (1 + 1e-7)  # negligible and nearly parallel
+    q, r = jax.jit(numerics.qr_near_orthogonal)(jnp.asarray(y, jnp.float32))
+    q, r = np.asarray(q, np.float64), np.asarray(r, np.float64)
+    assert np.isfinite(q).all() and np.isfinite(r).all()
+    np.testing.assert_allclose(q @ r, y, atol=2e-6 * np.abs(y).max())
+    assert np.allclose(np.tril(r, -1), 0.0)
+    live = [i for i in range(12) if i not in (5, 10, 11)]
+    np.testing.assert_allclose(q[:, live].T @ q[:, live], np.eye(len(live)), atol=1e-5)
+    assert not q[:, [5, 10, 11]].any() and not r[[5, 10, 11]].any()
