@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU check of the engine in one go, for a machine with one NVIDIA GPU and a CUDA build
-# of JAX (about 9 minutes on one H100): the 1,000-model targets, the engine-versus-reference
-# tests on the GPU, and the throughput sweep. Each stage has its own time limit and writes as it
+# of JAX (at most 9.5 minutes by its stage limits): the engine-versus-reference tests on the GPU, the
+# 1,000-model targets, the profile of PARC's pieces, and (STAGES=sweep) the throughput sweep. Each stage has its own time limit and writes as it
 # goes, so a stage that fails or runs out of time leaves the others' results.
 #
 #     benchmarks/gpu_checks.sh [OUTDIR]        # default benchmarks/results/gpu
 #
 # OUTDIR gets run.log (everything printed), profile_parc-gpu.json, targets-gpu.{json,md},
-# throughput-gpu.{json,md}. STAGES="profile tests" (say) runs only those of the stages
-# profile, targets, tests, sweep.
+# throughput-gpu.{json,md}. STAGES (default "tests targets profile") picks from tests,
+# targets, profile, sweep; they run in that order.
 # SMOKE=1 runs the same stages at toy sizes (about 3 minutes on 2 CPU cores): try the script
 # there before spending device time on it.
 set -uo pipefail
@@ -20,7 +20,9 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 py=$(command -v python3 || command -v python)
 
 profile=()
-targets=(--repeats 3)
+targets=(--repeats 3 --methods parc rsa dds leep nce hscore hscore_shrink logme transrate gbc
+  gbc_spherical knn heuristic)
+logistic=(--repeats 1 --e2e-repeats 1 --methods logistic --parc-chunk-sizes)
 tests=(-k "not sharded and not deadlock")
 sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hscore
   hscore_shrink gbc gbc_spherical knn leep nce dds rsa transrate logistic heuristic)
@@ -28,13 +30,15 @@ if [[ ${SMOKE:-0} == 1 ]]; then
   small=(--pool 3 --n 200 --num-classes 20 --z 100)
   profile=(--models 8 --n 200 --d 256)
   targets=(--repeats 2 --models 16 --chunk-sizes 16 --parc-chunk-sizes 8 --d 256 "${small[@]}"
-    --methods parc leep logme logistic)
+    --methods parc leep logme)
+  logistic=(--repeats 1 --e2e-repeats 1 --models 16 --chunk-sizes 16 --d 256 "${small[@]}"
+    --methods logistic --parc-chunk-sizes)
   tests=(-k "matches_reference_for_every_scorer")
   sweep=(--batch-sizes 1 4 --chunk-size 4 --widths 64 128 --repeats 1 "${small[@]}"
     --methods parc leep logistic)
 fi
 
-stages=${STAGES:-profile targets tests sweep}
+stages=${STAGES:-tests targets profile}
 stage() { echo "=== $* ($(date -u +%H:%M:%S))" | tee -a "$log"; }
 want() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -45,23 +49,27 @@ jaxlib.__version__, 'numpy', numpy.__version__, 'scipy', scipy.__version__, jax.
   2>&1 | tee -a "$log"
 nproc | tee -a "$log"
 
-if want profile; then
-  stage "profile: PARC's pieces over 1,000 models"
-  timeout 100 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
-    2>&1 | tee -a "$log"
+if want tests; then
+  stage "engine and scorers against the NumPy/SciPy references, on the GPU"
+  workers=(); $py -c "import xdist" 2>/dev/null && workers=(-n 12)  # pytest-xdist if present
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 200 $py -m pytest -v "${workers[@]}" -rf --tb=short \
+    -p no:cacheprovider -p no:benchmark tests/test_engine.py tests/test_scorers_stats.py \
+    tests/test_scorers_parc.py "${tests[@]}" 2>&1 | tee -a "$log"
 fi
 
 if want targets; then
   stage "targets: 1,000 models, n=500, d=2048"
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 230 $py benchmarks/targets.py "${targets[@]}" \
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 170 $py benchmarks/targets.py "${targets[@]}" \
     --out "$out/targets-gpu.json" 2>&1 | tee -a "$log"
+  stage "targets: logistic alone (L-BFGS to convergence, vmapped)"
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 90 $py benchmarks/targets.py "${logistic[@]}" \
+    --out "$out/targets-logistic-gpu.json" 2>&1 | tee -a "$log"
 fi
 
-if want tests; then
-  stage "engine and scorers against the NumPy/SciPy references, on the GPU"
-  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 $py -m pytest -q -n 8 -rf --tb=short \
-    -p no:cacheprovider -p no:benchmark tests/test_engine.py tests/test_scorers_stats.py \
-    tests/test_scorers_parc.py "${tests[@]}" 2>&1 | tee -a "$log"
+if want profile; then
+  stage "profile: PARC's pieces over 1,000 models"
+  timeout 90 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
+    2>&1 | tee -a "$log"
 fi
 
 if want sweep; then

@@ -75,8 +75,12 @@ def pieces(f: int) -> dict:
         "correlation distances (f cols)": (distances, "scores"),
         "sort int32 keys [n(n-1)/2]": (sort_keys, "dist"),
         "sort + 2 searchsorted": (searchsorted, "dist"),
-        "spearman_two_valued": (
-            lambda dist, high: numerics.spearman_two_valued(dist, high),
+        "spearman_two_valued (search)": (
+            lambda dist, high: numerics.spearman_two_valued(dist, high, method="search"),
+            "dist+high",
+        ),
+        "spearman_two_valued (pairs)": (
+            lambda dist, high: numerics.spearman_two_valued(dist, high, method="pairs"),
             "dist+high",
         ),
     }

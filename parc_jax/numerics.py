@@ -388,7 +388,10 @@ def _int_block_sum(c: jax.Array, *, block: int = 4096) -> jax.Array:
     return jnp.sum(blocks.astype(jnp.float32))
 
 
-def spearman_two_valued(values: jax.Array, high: jax.Array) -> jax.Array:
+SPEARMAN_TWO_VALUED_METHODS = ("search", "pairs")
+
+
+def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "search") -> jax.Array:
     """Spearman correlation between ``values: [m]`` and a two-valued variable, exactly.
 
     ``high: bool [m]`` marks entries of the two-valued variable's larger value. With average
@@ -396,20 +399,31 @@ def spearman_two_valued(values: jax.Array, high: jax.Array) -> jax.Array:
     ranking and the correlation is a point-biserial one:
     ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``.
 
-    One sort of the bare int32 keys, no permutation payload: each value's tie group spans
-    ``[left, right)`` of the sorted keys (two binary searches), so ``2 r - (m + 1) = left +
-    right - m`` exactly, ties included. On XLA:CPU this is ~2.4x faster per PARC call than
-    sorting (key, index) pairs (``benchmarks/parc_sort_keys.py``).
+    ``method="search"`` (default): one sort of the bare int32 keys, no payload; each value's
+    tie group spans ``[left, right)`` of the sorted keys (two binary searches), so
+    ``2 r - (m + 1) = left + right - m`` exactly, ties included. On XLA:CPU this is ~2.4x
+    faster per PARC call than sorting (key, index) pairs (``benchmarks/parc_sort_keys.py``).
+    On an H100 the two binary searches took 70 of its 75 ms for 1,000 models (n = 500) while
+    the sort took 5 ms (``benchmarks/profile_parc.py``). ``method="pairs"``: one sort of
+    (key, high) pairs, then tie groups by two scans over the sorted keys; the same integers,
+    so the same result. Static.
     """
+    if method not in SPEARMAN_TWO_VALUED_METHODS:
+        raise ValueError(f"method: expected one of {SPEARMAN_TWO_VALUED_METHODS}, got {method!r}")
     m = values.shape[0]
     keys = _order_keys(values)
-    sorted_keys = jnp.sort(keys)
-    left = jnp.searchsorted(sorted_keys, keys, side="left")
-    right = jnp.searchsorted(sorted_keys, keys, side="right")
-    c = (left + right - m).astype(jnp.int32)
-    t = (right - left).astype(jnp.float32)
+    flags = high.astype(jnp.int32)
+    if method == "search":
+        sorted_keys = jnp.sort(keys)
+        left = jnp.searchsorted(sorted_keys, keys, side="left")
+        right = jnp.searchsorted(sorted_keys, keys, side="right") - 1
+    else:
+        sorted_keys, flags = lax.sort((keys, flags), num_keys=1)
+        left, right = _tie_groups(sorted_keys)
+    c = (left + right + 1 - m).astype(jnp.int32)  # 2 r - (m + 1), r the 1-based average rank
+    t = (right - left + 1).astype(jnp.float32)
     tie_term = jnp.sum(t * t - 1.0)  # each of a group's t members adds t^2 - 1: t (t^2 - 1)
-    s_high = _int_block_sum(c * high.astype(jnp.int32)) / 2.0  # sum over high of (r - rbar)
+    s_high = _int_block_sum(c * flags) / 2.0  # sum over high of (r - rbar)
     m1 = jnp.sum(high.astype(jnp.float32))
     m0 = jnp.float32(m) - m1
     ss_r = _centred_sum_squares(m, tie_term)

@@ -285,3 +285,15 @@ def test_two_factorisations_per_model_do_not_deadlock_the_cpu_pool():
                           timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("True")
+
+
+def test_reused_host_buffers_keep_nothing_of_the_last_chunk():
+    """A buffer given back holds the last chunk's values; the next chunk written into it must
+    overwrite every element (its own columns and the zero padding)."""
+    buffers = engine.HostBuffers()
+    buffers.give_back({"features": np.full((2, 5, 8), 7.0, np.float32)})
+    arrays = [np.ones((5, 3), np.float32), 2 * np.ones((5, 6), np.float32)]
+    out = engine._stack_padded(arrays, 8, np.float32, buffers)
+    np.testing.assert_array_equal(out[0], np.pad(arrays[0], ((0, 0), (0, 5))))
+    np.testing.assert_array_equal(out[1], np.pad(arrays[1], ((0, 0), (0, 2))))
+    assert engine._stack_padded(arrays, 8, np.float32, buffers) is not out  # pool now empty

@@ -648,3 +648,20 @@ def test_qr_near_orthogonal_factorises_and_keeps_zero_columns():
     live = [i for i in range(12) if i not in (5, 10, 11)]
     np.testing.assert_allclose(q[:, live].T @ q[:, live], np.eye(len(live)), atol=1e-5)
     assert not q[:, [5, 10, 11]].any() and not r[[5, 10, 11]].any()
+
+
+def test_spearman_two_valued_methods_match_scipy_with_ties():
+    rng = np.random.default_rng(14)
+    values = np.round(rng.normal(size=4000), 1).astype(np.float32)  # many ties
+    values[:7] = -0.0  # signed zeros tie with +0.0
+    high = values + rng.normal(size=4000) > 0.5  # correlated, as label distances are
+    want = scipy.stats.spearmanr(values.astype(np.float64), high).statistic
+    got = {
+        method: float(jax.jit(lambda v, h, m=method: numerics.spearman_two_valued(v, h, method=m))(
+            jnp.asarray(values), jnp.asarray(high)))
+        for method in numerics.SPEARMAN_TWO_VALUED_METHODS
+    }  # fmt: skip
+    assert got["search"] == got["pairs"]  # the same integers
+    np.testing.assert_allclose(got["search"], want, rtol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        numerics.spearman_two_valued(jnp.asarray(values), jnp.asarray(high), method="bogus")
