@@ -118,11 +118,15 @@ def reference_per_model(times: list[float], b: int) -> float:
     return statistics.fmean(times[i % len(times)] for i in range(b))
 
 
-def time_device_only(method: str, bank: Bank, chunk: int, repeats: int) -> float:
+def time_device_only(
+    method: str, bank: Bank, chunk: int, repeats: int, pca: str = "exact"
+) -> float:
     """Seconds for all chunks of the bank, arrays already on the device, compiled."""
     target = _target_info(bank.target)
     dims = engine.method_dims([method])
-    options = engine.EngineOptions(methods=(method,), dims=tuple(dims.items()), chunk_size=chunk)
+    options = engine.EngineOptions(
+        methods=(method,), dims=tuple(dims.items()), pca=pca, chunk_size=chunk
+    )
     labels, train_mask, k = engine._probe_inputs(target, None, options)
     fn = engine._scoring_fn(options, k)
     t_images = np.float32(target.num_images or 0)
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict:
                 break
             bank = tiled_bank(pool, b)
             chunk = min(b, args.chunk_size)
-            call = dict(methods=[method], chunk_size=chunk, progress=False)
+            call = dict(methods=[method], chunk_size=chunk, pca=args.pca, progress=False)
             t0 = time.perf_counter()
             score_bank(bank, **call)
             first = time.perf_counter() - t0
@@ -200,7 +204,7 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict:
                     times.append(time.perf_counter() - t0)
             warm = statistics.median(times)
             ref_s = reference_per_model(ref_times, b)
-            device_s = time_device_only(method, bank, chunk, args.repeats)
+            device_s = time_device_only(method, bank, chunk, args.repeats, args.pca)
             stats = dev.memory_stats() or {}
             row = {
                 "method": method,
@@ -275,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="seconds after which no further scorer is started (rows so far kept)",
+    )
+    p.add_argument(
+        "--pca",
+        choices=["exact", "fast"],
+        default="exact",
+        help="the engine's PCA mode (the reference is always exact)",
     )
     p.add_argument("--out", help="JSON path (default results/throughput-<device>.json)")
     args = p.parse_args(argv)
