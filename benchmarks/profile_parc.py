@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from parc_jax.atomic import write_text
 from parc_jax.scorers.parc import parc_core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import device_name  # noqa: E402
+from throughput import device_name, timed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,16 +85,9 @@ def pieces(f: int) -> dict:
     }
 
 
-def timed(fn, args, repeats: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    warm = statistics.median(times)
+def time_call(fn, args, repeats: int) -> tuple[float, float]:
+    """``(median warm s, compile s)`` of ``fn(*args)``."""
+    first, warm = timed(lambda: fn(*args), repeats)
     return warm, max(0.0, first - warm)
 
 
@@ -143,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             numerics.FAST_PCA_QR = qr or default_qr  # read at trace time
             label = f"{pca} PCA" + (f", {qr} QR" if qr else "")
             with numerics.pca_mode(pca):
-                warm, comp = timed(jax.jit(jax.vmap(parts[0])), (x,), args.repeats)
+                warm, comp = time_call(jax.jit(jax.vmap(parts[0])), (x,), args.repeats)
             record(f"{parts[1]} ({label})", warm, comp)
         numerics.FAST_PCA_QR = default_qr
 
@@ -158,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if needs == "dist+high":
                 fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
-                warm, comp = timed(fn, (inputs["dist"], high), args.repeats)
+                warm, comp = time_call(fn, (inputs["dist"], high), args.repeats)
             else:
                 fn = jax.jit(jax.vmap(one))
-                warm, comp = timed(fn, (inputs[needs],), args.repeats)
+                warm, comp = time_call(fn, (inputs[needs],), args.repeats)
         except Exception as exc:  # noqa: BLE001 - record and go on
             doc["pieces"][name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(f"{name}: FAILED {doc['pieces'][name]['error']}", flush=True)

@@ -11,8 +11,8 @@ for each chunk size (models scored per compiled call):
 * ``transfer``: host-to-device copy of those chunks (float16 features), GB/s;
 * device compute per scorer on device-resident chunks (warm, compiled, ``block_until_ready``,
   median of repeats), compile time separately, and every scorer together as the engine runs them;
-* PARC's stages (PCA alone, PCA + distances, the whole score) in exact and fast PCA mode, so a
-  missed target says where the time goes; and the largest |fast - exact| PARC difference here;
+* PARC in exact and fast PCA mode, and the largest |fast - exact| PARC difference here (where
+  PARC's time goes, piece by piece: ``benchmarks/profile_parc.py``);
 * end to end (``score_bank`` on the in-memory bank: assembly, transfer and compute overlapped).
 
 Synthetic features with class structure (``parc_jax.synthetic``), a pool of distinct models tiled
@@ -24,63 +24,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from parc_jax import engine, numerics
+from parc_jax import engine
 from parc_jax.api import _narrow, _target_info, score_bank
 from parc_jax.atomic import write_text
-from parc_jax.scorers.parc import _feature_distances
 from parc_jax.scorers.registry import SCORERS
 from parc_jax.synthetic import synthetic_bank
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import device_name, tiled_bank  # noqa: E402
+from throughput import device_name, tiled_bank, timed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_PARC_S = 0.05
 TARGET_ALL_S = 1.0
-
-
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """``(first call s, median warm s)``; every call is waited for with ``block_until_ready``."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
-
-
-def parc_stages(chunks: list[dict], labels: jax.Array, pca: str, repeats: int) -> dict:
-    """Device seconds for PARC's stages over every chunk: PCA, PCA + distances, whole score."""
-
-    def pca_only(x, mask):
-        return numerics.reduce_features(x.astype(jnp.float32), mask, 32)[0]
-
-    def distances(x, mask):
-        return _feature_distances(x.astype(jnp.float32), mask, 32)
-
-    stages = {"pca": pca_only, "pca+distances": distances}
-    out = {}
-    for name, one in stages.items():
-        with numerics.pca_mode(pca):
-            fn = jax.jit(jax.vmap(one))
-            first, warm = timed(
-                lambda fn=fn: [fn(c["features"], c["feature_mask"]) for c in chunks], repeats
-            )
-        out[name] = {"device_s": warm, "compile_s": max(0.0, first - warm)}
-    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -171,10 +134,6 @@ def measure_chunk_size(
         _, warm = timed(method_run(tuple(ok)), args.repeats)
         run_doc["all_methods_device_s"], run_doc["all_methods"] = warm, ok
         print(f"  every scorer together: {warm:.3f} s device", file=sys.stderr, flush=True)
-    if "parc" in ok:
-        run_doc["parc_stages"] = {
-            pca: parc_stages(chunks, labels, pca, args.repeats) for pca in ("exact", "fast")
-        }
     chunks.clear()  # device memory back before the end-to-end runs
     e2e = [("parc", ["parc"], "exact"), ("parc (fast PCA)", ["parc"], "fast")]
     if len(ok) > 1:
@@ -224,9 +183,6 @@ def markdown(doc: dict) -> str:
             together = f"**all {len(r['all_methods'])} scorers together**"
             lines.append(f"| {together} | {r['all_methods_device_s']:.3f} | | |")
         lines.append("")
-        for pca, stages in r.get("parc_stages", {}).items():
-            parts = ", ".join(f"{k} {v['device_s']:.4f} s" for k, v in stages.items())
-            lines.append(f"PARC stages, {pca} PCA: {parts}.")
         if "parc_fast_max_abs_diff" in r:
             lines.append(f"Largest |PARC fast - exact| here: {r['parc_fast_max_abs_diff']:.4f}.")
         for name, s in r.get("end_to_end_s", {}).items():

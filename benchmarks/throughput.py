@@ -29,6 +29,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -144,6 +145,20 @@ def time_device_only(
         jax.block_until_ready(outs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """``(first call s, median warm s)`` of ``fn``; every call waits on
+    ``block_until_ready``, so the first one includes compilation."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)
 
 
 def device_name() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -168,18 +168,22 @@ def _orthonormal_basis(y: jax.Array) -> jax.Array:
     norms = jnp.sqrt(jnp.sum(y * y, axis=0))
     dead = norms <= 1e-30
     q = y / jnp.where(dead, 1.0, norms)[None, :]
-    for shift in _FAST_QR_SHIFTS:
-        c = _gram_cholesky(q, dead, shift * p)
+    return _cholesky_qr_passes(q, dead, [shift * p for shift in _FAST_QR_SHIFTS])[0]
+
+
+def _cholesky_qr_passes(
+    q: jax.Array, dead: jax.Array, shifts: Sequence[float]
+) -> tuple[jax.Array, jax.Array]:
+    """Cholesky QR passes over ``q: [s, p]``, one per diagonal shift: ``(q', r)`` with
+    ``q = q' r``, ``r`` upper triangular. A dead (zero) column gets a unit pivot so every
+    factorisation exists and that column stays zero."""
+    r = jnp.eye(q.shape[1], dtype=q.dtype)
+    for shift in shifts:
+        g = matmul(q.T, q) + jnp.diag(jnp.where(dead, 1.0, shift).astype(q.dtype))
+        c = jnp.linalg.cholesky(g, symmetrize_input=True)
         q = lax.linalg.triangular_solve(c, q, left_side=False, lower=True, transpose_a=True)
-    return q
-
-
-def _gram_cholesky(q: jax.Array, dead: jax.Array, shift: float) -> jax.Array:
-    """Lower Cholesky factor of ``q^T q`` (plus ``shift`` on the diagonal); a dead (zero)
-    column gets a unit pivot so the factorisation exists and that column stays zero."""
-    g = matmul(q.T, q)
-    g = g + jnp.diag(jnp.where(dead, 1.0, shift).astype(q.dtype))
-    return jnp.linalg.cholesky(g, symmetrize_input=True)
+        r = matmul(c.T, r)
+    return q, r
 
 
 def qr_near_orthogonal(y: jax.Array, *, negligible: float = 1e-6) -> tuple[jax.Array, jax.Array]:
@@ -200,11 +204,7 @@ def qr_near_orthogonal(y: jax.Array, *, negligible: float = 1e-6) -> tuple[jax.A
     dead = norms <= negligible * jnp.max(norms)
     scale = jnp.where(dead, 1.0, norms)
     q = jnp.where(dead[None, :], 0.0, y / scale[None, :])
-    r = jnp.eye(p, dtype=y.dtype)
-    for shift in (1e-5 * p, 0.0, 0.0):
-        c = _gram_cholesky(q, dead, shift)
-        q = lax.linalg.triangular_solve(c, q, left_side=False, lower=True, transpose_a=True)
-        r = matmul(c.T, r)
+    q, r = _cholesky_qr_passes(q, dead, (1e-5 * p, 0.0, 0.0))
     keep = (~dead).astype(y.dtype)
     return q * keep[None, :], r * scale[None, :] * keep[:, None]
 

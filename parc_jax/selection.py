@@ -320,8 +320,16 @@ def markdown_report(
     runs = sorted({int(r["run"]) for r in rows})
 
     def ev(metric="pearson", mode="models", targets=main_targets):
-        methods = [m for m in present]
-        return evaluate(rows, oracle, methods=methods, metric=metric, mode=mode, targets=targets)
+        return evaluate(rows, oracle, methods=list(present), metric=metric, mode=mode,
+                        targets=targets)  # fmt: skip
+
+    # The methods of the per-method tables, each base with its +l, and the base's flag.
+    shown = [(m, flags.get(b)) for b in bases for m in (b, b + PRIOR_SUFFIX) if m in present]
+
+    def method_rows(columns: Sequence[Mapping[str, Summary]], *, flagged: bool = True) -> None:
+        for m, flag in shown:
+            cells = [_fmt(col.get(m), flag=flag if flagged else None) for col in columns]
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
 
     pc = ev()
     out = [header] if header else []
@@ -361,15 +369,9 @@ def markdown_report(
         "| method | " + " | ".join(MODES) + " |",
         "|---|" + "---|" * len(MODES),
     ]
-    by_mode = {mode: ev(mode=mode) for mode in MODES}
-    for b in bases:
-        for m in (b, b + PRIOR_SUFFIX):
-            if m in present:
-                cells = [_fmt(by_mode[mode].get(m), flag=flags.get(b)) for mode in MODES]
-                out.append(f"| {m} | " + " | ".join(cells) + " |")
+    method_rows([ev(mode=mode) for mode in MODES])
 
     metrics = [k for k in METRICS if k != "pearson"]
-    by_metric = {k: ev(metric=k) for k in metrics}
     out += [
         "",
         "### Ranking metrics, main targets, ×100, mean ± std over probe runs",
@@ -381,17 +383,10 @@ def markdown_report(
         "| method | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
-    for b in bases:
-        for m in (b, b + PRIOR_SUFFIX):
-            if m in present:
-                cells = [_fmt(by_metric[k].get(m), flag=flags.get(b)) for k in metrics]
-                out.append(f"| {m} | " + " | ".join(cells) + " |")
-
-    shown = [m for b in bases for m in (b, b + PRIOR_SUFFIX) if m in present]
+    method_rows([ev(metric=k) for k in metrics])
     for title, targets in (("main", main_targets), ("extra", extra_targets)):
         if not targets:
             continue
-        per_t = {t: ev(targets=[t]) for t in targets}
         out += [
             "",
             f"### Pearson ×100 per {title} target, mean ± std over probe runs",
@@ -399,9 +394,7 @@ def markdown_report(
             "| method | " + " | ".join(targets) + " |",
             "|---|" + "---|" * len(targets),
         ]
-        for m in shown:
-            cells = [_fmt(per_t[t].get(m)) for t in targets]
-            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        method_rows([ev(targets=[t]) for t in targets], flagged=False)
     return "\n".join(out) + "\n"
 
 
