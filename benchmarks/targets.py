@@ -10,7 +10,8 @@ for each chunk size (models scored per compiled call):
 * ``load``: host-side assembly of the padded chunks (the engine's own ``_chunks``), GB/s;
 * ``transfer``: host-to-device copy of those chunks (float16 features), GB/s;
 * device compute per scorer on device-resident chunks (warm, compiled, ``block_until_ready``,
-  median of repeats), compile time separately, and every scorer together as the engine runs them;
+  median of repeats), compile time separately, and every scorer together as the engine runs them
+  (one PCA per model shared by all), with exact and with fast PCA;
 * PARC in exact and fast PCA mode, and the largest |fast - exact| PARC difference here (where
   PARC's time goes, piece by piece: ``benchmarks/profile_parc.py``);
 * end to end (``score_bank`` on the in-memory bank: assembly, transfer and compute overlapped).
@@ -78,11 +79,6 @@ def measure_chunk_size(
 ) -> None:
     """Fill ``run_doc`` with the measurements for one chunk size (see the module docstring)."""
     target = _target_info(bank.target)
-    options = engine.EngineOptions(
-        methods=tuple(methods), dims=tuple(engine.method_dims(methods).items()), chunk_size=chunk
-    )
-    labels, train_mask, k = engine._probe_inputs(target, None, options)
-    t_images = np.float32(target.num_images or 0)
 
     t0 = time.perf_counter()
     models = (_narrow(m) for m in bank.models)
@@ -105,8 +101,8 @@ def measure_chunk_size(
     def method_run(ms: tuple[str, ...], pca: str = "exact") -> Callable[[], object]:
         opts = engine.EngineOptions(methods=ms, dims=tuple(engine.method_dims(ms).items()),
                                     pca=pca, chunk_size=chunk)  # fmt: skip
-        fn = engine._scoring_fn(opts, k)
-        return lambda: [fn(c, labels, train_mask, t_images) for c in chunks]
+        fn = engine.chunk_scorer(opts, target)
+        return lambda: [fn(c) for c in chunks]
 
     scores = {}
     variants = [(m, "exact") for m in methods]
@@ -131,9 +127,13 @@ def measure_chunk_size(
         run_doc["parc_fast_max_abs_diff"] = float(diff.max())
     ok = [m for m in methods if "error" not in run_doc["methods"][m]]
     if len(ok) > 1:
-        _, warm = timed(method_run(tuple(ok)), args.repeats)
-        run_doc["all_methods_device_s"], run_doc["all_methods"] = warm, ok
-        print(f"  every scorer together: {warm:.3f} s device", file=sys.stderr, flush=True)
+        # together = one shared PCA per model for all of them (engine.chunk_scorer)
+        for pca, suffix in (("exact", ""), ("fast", "_fast_pca")):
+            _, warm = timed(method_run(tuple(ok), pca), args.repeats)
+            run_doc[f"all_methods{suffix}_device_s"], run_doc["all_methods"] = warm, ok
+            print(f"  every scorer together ({pca} PCA): {warm:.3f} s device", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            save_doc()
     chunks.clear()  # device memory back before the end-to-end runs
     e2e = [("parc", ["parc"], "exact"), ("parc (fast PCA)", ["parc"], "fast")]
     if len(ok) > 1:
@@ -179,9 +179,10 @@ def markdown(doc: dict) -> str:
                 f"| {m} | {v['device_s']:.4f} | {1e3 * v['device_s'] / c['models']:.3f} | "
                 f"{v['compile_s']:.1f} |"
             )
-        if "all_methods_device_s" in r:
-            together = f"**all {len(r['all_methods'])} scorers together**"
-            lines.append(f"| {together} | {r['all_methods_device_s']:.3f} | | |")
+        for suffix, what in (("", ""), ("_fast_pca", ", fast PCA")):
+            if f"all_methods{suffix}_device_s" in r:
+                together = f"**all {len(r['all_methods'])} scorers together{what}**"
+                lines.append(f"| {together} | {r[f'all_methods{suffix}_device_s']:.3f} | | |")
         lines.append("")
         if "parc_fast_max_abs_diff" in r:
             lines.append(f"Largest |PARC fast - exact| here: {r['parc_fast_max_abs_diff']:.4f}.")

@@ -120,30 +120,39 @@ def reference_per_model(times: list[float], b: int) -> float:
 
 
 def time_device_only(
-    method: str, bank: Bank, chunk: int, repeats: int, pca: str = "exact"
+    methods: list[str],
+    bank: Bank,
+    chunk: int,
+    repeats: int,
+    pca: str = "exact",
+    breakdown: dict[str, float] | None = None,
 ) -> float:
-    """Seconds for all chunks of the bank, arrays already on the device, compiled."""
+    """Seconds for all chunks of the bank, arrays already on the device, compiled. With
+    ``breakdown``, one more pass fills it with the seconds of each program (the shared PCA,
+    each method) over all chunks, each program waited for before the next starts."""
     target = _target_info(bank.target)
-    dims = engine.method_dims([method])
+    dims = engine.method_dims(methods)
     options = engine.EngineOptions(
-        methods=(method,), dims=tuple(dims.items()), pca=pca, chunk_size=chunk
+        methods=tuple(methods), dims=tuple(dims.items()), pca=pca, chunk_size=chunk
     )
-    labels, train_mask, k = engine._probe_inputs(target, None, options)
-    fn = engine._scoring_fn(options, k)
-    t_images = np.float32(target.num_images or 0)
+    fn = engine.chunk_scorer(options, target)
     chunks = [
         jax.device_put(arrays)
-        for _, _, arrays in engine._chunks((_narrow(m) for m in bank.models), target, (method,),
+        for _, _, arrays in engine._chunks((_narrow(m) for m in bank.models), target, methods,
                                            chunk)
     ]  # fmt: skip
     for c in chunks:  # compile every bucket, warm up
-        jax.block_until_ready(fn(c, labels, train_mask, t_images))
+        jax.block_until_ready(fn(c))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        outs = [fn(c, labels, train_mask, t_images) for c in chunks]
+        outs = [fn(c) for c in chunks]
         jax.block_until_ready(outs)
         times.append(time.perf_counter() - t0)
+    if breakdown is not None:
+        profiled = engine.chunk_scorer(options, target, timings=breakdown)
+        for c in chunks:
+            profiled(c)
     return statistics.median(times)
 
 
@@ -174,7 +183,6 @@ def save(doc: dict, out: Path) -> None:
 
 
 def run(args: argparse.Namespace, out: Path | None = None) -> dict:
-    dev = jax.devices()[0]
     device = device_name()
     methods = args.methods or list(SCORERS)
     pool = synthetic_bank(n=args.n, num_classes=args.num_classes, num_models=args.pool,
@@ -192,59 +200,88 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict:
     }
     out = out or Path(args.out or RESULTS / f"throughput-{device}.json")
     start = time.perf_counter()
+    ref_times: dict[str, list[float]] = {}
+
+    def out_of_time(what: str) -> bool:
+        if args.time_budget and time.perf_counter() - start > args.time_budget:
+            doc.setdefault("stopped", f"time budget of {args.time_budget} s spent before {what}")
+            return True
+        return False
+
     for method in methods:
-        if doc.get("stopped") or (
-            args.time_budget and time.perf_counter() - start > args.time_budget
-        ):
-            doc.setdefault("stopped", f"time budget of {args.time_budget} s spent before {method}")
+        if out_of_time(method):
             print(doc["stopped"], file=sys.stderr, flush=True)
             break
         skip_ref = method in (args.skip_reference or [])
-        ref_times = [float("nan")] if skip_ref else time_reference(method, pool, args.ref_models)
+        ref_times[method] = (
+            [float("nan")] if skip_ref else time_reference(method, pool, args.ref_models)
+        )
         for b in args.batch_sizes:
-            if args.time_budget and time.perf_counter() - start > args.time_budget:
-                doc["stopped"] = f"time budget of {args.time_budget} s spent before {method} B={b}"
+            if out_of_time(f"{method} B={b}"):
                 break
-            bank = tiled_bank(pool, b)
-            chunk = min(b, args.chunk_size)
-            call = dict(methods=[method], chunk_size=chunk, pca=args.pca, progress=False)
+            rows.append(measure(method, [method], b, pool, ref_times, args))
+            save(doc, out)  # after every row: an interrupted run keeps what it measured
+    if args.together and len(methods) > 1 and not doc.get("stopped"):
+        for b in args.batch_sizes:
+            if out_of_time(f"all together B={b}"):
+                break
+            rows.append(measure("together", methods, b, pool, ref_times, args))
+            save(doc, out)
+    return doc
+
+
+def measure(
+    label: str,
+    methods: list[str],
+    b: int,
+    pool: Bank,
+    ref_times: dict[str, list[float]],
+    args: argparse.Namespace,
+) -> dict:
+    """One row: ``methods`` scored together by the engine on ``b`` tiled models; the reference
+    is the sum of the methods' reference loops."""  # fmt: skip
+    bank = tiled_bank(pool, b)
+    chunk = min(b, args.chunk_size)
+    call = dict(methods=methods, chunk_size=chunk, pca=args.pca, progress=False)
+    t0 = time.perf_counter()
+    score_bank(bank, **call)
+    first = time.perf_counter() - t0
+    times = []
+    with PeakRSS() as mem:
+        for _ in range(args.repeats):
             t0 = time.perf_counter()
             score_bank(bank, **call)
-            first = time.perf_counter() - t0
-            times = []
-            with PeakRSS() as mem:
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    score_bank(bank, **call)
-                    times.append(time.perf_counter() - t0)
-            warm = statistics.median(times)
-            ref_s = reference_per_model(ref_times, b)
-            device_s = time_device_only(method, bank, chunk, args.repeats, args.pca)
-            stats = dev.memory_stats() or {}
-            row = {
-                "method": method,
-                "models": b,
-                "chunk_size": chunk,
-                "engine_ms_per_model": 1e3 * warm / b,
-                "device_ms_per_model": 1e3 * device_s / b,
-                "device_s_total": device_s,
-                "compile_s": max(0.0, first - warm),
-                "reference_ms_per_model": None if skip_ref else 1e3 * ref_s,
-                "speedup": None if skip_ref else ref_s * b / warm,
-                "peak_rss_gb": mem.peak / 2**30,
-                "peak_device_gb": stats.get("peak_bytes_in_use", 0) / 2**30 or None,
-            }
-            rows.append(row)
-            save(doc, out)  # after every row: an interrupted run keeps what it measured
-            print(
-                f"{method:14s} B={b:5d} engine {row['engine_ms_per_model']:9.3f} ms/model "
-                f"(device {row['device_ms_per_model']:8.3f}) "
-                f"ref {1e3 * ref_s:9.2f} -> x{ref_s * b / warm:7.1f}  "
-                f"compile {row['compile_s']:.1f}s",
-                file=sys.stderr,
-                flush=True,
-            )
-    return doc
+            times.append(time.perf_counter() - t0)
+    warm = statistics.median(times)
+    ref_s = sum(reference_per_model(ref_times[m], b) for m in methods)
+    skip_ref = bool(np.isnan(ref_s))
+    breakdown: dict[str, float] | None = {} if len(methods) > 1 else None
+    device_s = time_device_only(methods, bank, chunk, args.repeats, args.pca, breakdown)
+    stats = jax.devices()[0].memory_stats() or {}
+    row = {
+        "method": label,
+        "methods": methods,
+        "models": b,
+        "chunk_size": chunk,
+        "engine_ms_per_model": 1e3 * warm / b,
+        "device_ms_per_model": 1e3 * device_s / b,
+        "device_s_total": device_s,
+        "compile_s": max(0.0, first - warm),
+        "reference_ms_per_model": None if skip_ref else 1e3 * ref_s,
+        "speedup": None if skip_ref else ref_s * b / warm,
+        "peak_rss_gb": mem.peak / 2**30,
+        "peak_device_gb": stats.get("peak_bytes_in_use", 0) / 2**30 or None,
+    }
+    if breakdown:
+        row["breakdown_ms_per_model"] = {k: 1e3 * v / b for k, v in breakdown.items()}
+    print(
+        f"{label:14s} B={b:5d} engine {row['engine_ms_per_model']:9.3f} ms/model "
+        f"(device {row['device_ms_per_model']:8.3f}) "
+        f"ref {1e3 * ref_s:9.2f} -> x{ref_s * b / warm:7.1f}  compile {row['compile_s']:.1f}s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return row
 
 
 def markdown(doc: dict) -> str:
@@ -264,6 +301,10 @@ def markdown(doc: dict) -> str:
             f"{r['device_ms_per_model']:.3f} | {ref_cells} | {r['compile_s']:.1f} | "
             f"{r['peak_rss_gb']:.2f} |"
         )
+    for r in doc["rows"]:
+        if r.get("breakdown_ms_per_model"):
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in r["breakdown_ms_per_model"].items())
+            lines += ["", f"{r['method']} (B = {r['models']}), ms per model by program: {parts}."]
     if doc.get("stopped"):
         lines += ["", f"Stopped early: {doc['stopped']}."]
     return "\n".join(lines) + "\n"
@@ -300,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["exact", "fast"],
         default="exact",
         help="the engine's PCA mode (the reference is always exact)",
+    )
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="also score all --methods together in one pass (row 'together'; reference: the "
+        "sum of their loops)",
     )
     p.add_argument("--out", help="JSON path (default results/throughput-<device>.json)")
     args = p.parse_args(argv)

@@ -1,7 +1,9 @@
 """The batched scoring engine: width buckets, padding, fixed-size chunks, streaming, sharding.
 
-One compiled function per (method set, parameters, width bucket) scores a chunk of ``B``
-models with ``jax.jit(jax.vmap(...))``. Every chunk has the same shape (the last one is padded
+A chunk of ``B`` models is scored by ``jax.jit(jax.vmap(...))`` programs: one per width bucket
+that reduces the features once to every PCA width the methods use (one ``eigh`` for all), then
+one per method on the reduced features; the target's reference features (rsa, dds) are reduced
+once per probe set, not per model. Every chunk has the same shape (the last one is padded
 with copies of a real model whose results are dropped), so a bank of any size compiles once
 per bucket. Models stream in shard by shard from a reader thread that pads the next chunk while
 the device scores the current one; host memory holds a few chunks, never the whole bank. When
@@ -14,6 +16,7 @@ import dataclasses
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from parc_jax import numerics
-from parc_jax.scorers.registry import META, PROBS, REFERENCE, SCORERS, ScorerSpec
+from parc_jax.scorers.registry import FEATURES, META, PROBS, REFERENCE, SCORERS, ScorerSpec
 from parc_jax.validation import check_labels
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "EngineOptions",
     "ModelBatch",
     "bucket_width",
+    "chunk_scorer",
     "make_mesh",
     "method_dims",
     "resolve_methods",
@@ -72,12 +76,26 @@ class TargetInfo:
         return int(self.labels.shape[0])
 
     def reference_for(self, architecture: str | None) -> np.ndarray | None:
+        index = self.reference_index(architecture)
+        return None if index is None else self.references()[index]
+
+    def references(self) -> list[np.ndarray]:
+        """The distinct reference feature arrays, in a fixed order (see reference_index)."""
         ref = self.reference_features
-        if ref is None or isinstance(ref, np.ndarray):
-            return ref
-        if architecture is not None and architecture in ref:
-            return ref[architecture]
-        return None
+        if ref is None:
+            return []
+        return [ref] if isinstance(ref, np.ndarray) else list(ref.values())
+
+    def reference_index(self, architecture: str | None) -> int | None:
+        """Position in :meth:`references` of the reference a model of ``architecture`` is
+        compared with (None: there is none)."""
+        ref = self.reference_features
+        if ref is None:
+            return None
+        if isinstance(ref, np.ndarray):
+            return 0
+        keys = list(ref)
+        return keys.index(architecture) if architecture in keys else None
 
 
 @dataclasses.dataclass
@@ -190,10 +208,8 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def _bucket_key(model: ModelBatch, target: TargetInfo, needs: set[str]) -> tuple:
     d = model.features.shape[1]
     z = model.probs.shape[1] if (PROBS in needs and model.probs is not None) else 0
-    ref = target.reference_for(model.architecture) if REFERENCE in needs else None
-    r = ref.shape[1] if ref is not None else 0
     dtype = np.dtype(model.features.dtype).name
-    return (dtype, bucket_width(d), bucket_width(z) if z else 0, bucket_width(r) if r else 0)
+    return (dtype, bucket_width(d), bucket_width(z) if z else 0)
 
 
 class HostBuffers:
@@ -227,7 +243,7 @@ class HostBuffers:
                     self._free.setdefault((a.shape, a.dtype.str), []).append(a)
 
 
-_POOLED = ("features", "probs", "reference_features")  # the large arrays of a chunk
+_POOLED = ("features", "probs")  # the large arrays of a chunk
 
 
 def _stack_padded(
@@ -258,7 +274,7 @@ def _assemble(
     buffers: HostBuffers | None = None,
 ) -> dict[str, np.ndarray]:
     """Stack ``models`` (<= chunk) into padded arrays; rows past ``len(models)`` repeat model 0."""
-    dtype, w, z, r = key
+    dtype, w, z = key
     rows = models + [models[0]] * (chunk - len(models))
     out: dict[str, np.ndarray] = {
         "features": _stack_padded([m.features for m in rows], w, dtype, buffers),
@@ -267,10 +283,10 @@ def _assemble(
     if z:
         out["probs"] = _stack_padded([m.probs for m in rows], z, np.float32, buffers)
         out["prob_mask"] = _masks([m.probs.shape[1] for m in rows], z)
-    if r:
-        refs = [target.reference_for(m.architecture) for m in rows]
-        out["reference_features"] = _stack_padded(refs, r, np.float32, buffers)
-        out["reference_mask"] = _masks([x.shape[1] for x in refs], r)
+    if REFERENCE in needs:  # the references themselves are reduced once, see _ReferenceTables
+        out["reference_index"] = np.array(
+            [target.reference_index(m.architecture) for m in rows], np.int32
+        )
     if META in needs:
         out["depth"] = np.array([m.depth for m in rows], np.float32)
         out["source_images"] = np.array([m.source_images for m in rows], np.float32)
@@ -371,71 +387,92 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 _COMPILED: dict[tuple, Callable[..., Any]] = {}
 TRACE_COUNT: dict[tuple, int] = {}
 
-# The arrays each kind of bank input needs inside the compiled function.
+# The per-model arrays each kind of bank input needs inside the compiled function.
 _INPUT_ARRAYS = {
-    "features": ("features", "feature_mask"),
+    FEATURES: ("features", "feature_mask"),
     PROBS: ("probs", "prob_mask"),
-    REFERENCE: ("features", "feature_mask", "reference_features", "reference_mask"),
+    REFERENCE: ("features", "feature_mask", "reference_index"),
     META: ("depth", "source_images"),
 }
 
 
-def _method_fn(method: str, n_dims: int | None, pca: str, num_classes: int) -> Callable:
-    """``jit(vmap(one method for one model))``, cached per (method, parameters); jit itself
+def _count_trace(key: tuple, *trees: Any) -> None:
+    shapes = tuple(jax.tree_util.tree_map(lambda a: tuple(a.shape), trees))
+    TRACE_COUNT[(key, str(shapes))] = TRACE_COUNT.get((key, str(shapes)), 0) + 1
+
+
+def _reduction_fn(dims: tuple[int | None, ...], pca: str) -> Callable:
+    """``jit(vmap(features, mask -> [(reduced, valid) per n_dims]))``, cached per (dims, pca).
+
+    The scorers that reduce all start with ``numerics.reduce_features``; the engine does that
+    step once per chunk and hands every scorer the reduction at its ``n_dims`` (one
+    ``eigh`` serves every width, :func:`numerics.pca_many`). A scorer given reduced features
+    and ``n_dims=None`` computes exactly what it computes from the raw ones."""
+    key = ("reduce", dims, pca)
+    if key in _COMPILED:
+        return _COMPILED[key]
+
+    def one_model(features: jax.Array, mask: jax.Array):
+        _count_trace(key, features, mask)
+        # float16 banks are upcast on the device
+        return numerics.reduce_features_many(features.astype(jnp.float32), mask, dims)
+
+    batched = jax.vmap(one_model)
+
+    def run(features, mask):
+        with numerics.pca_mode(pca):
+            return batched(features, mask)
+
+    _COMPILED[key] = fn = jax.jit(run)
+    return fn
+
+
+def _method_fn(method: str, num_classes: int) -> Callable:
+    """``jit(vmap(one method for one model))``, cached per (method, class count); jit itself
     keys on input shapes, and every chunk of a bucket has the same shapes, so a bucket
     compiles once. One program per method, not one for the whole method set: XLA's compile
     time grows faster than linearly with program size (all 14 scorers fused took minutes
-    to compile on 2 CPU cores, one by one about a minute in total)."""
-    key = (method, n_dims, pca, num_classes)
+    to compile on 2 CPU cores, one by one about a minute in total). The features it gets are
+    already reduced (:func:`_reduction_fn`), so it runs with ``n_dims=None`` and no PCA.
+
+    The program takes per-model arrays ``x`` and arrays every model shares: a reference table
+    ``[A, n, F]`` of the target's distinct references (rsa, dds) is indexed by the models'
+    ``reference_index``, or, when there is only one, passed to every model unbatched, so that
+    its side of the score is computed once per chunk rather than once per model."""
+    key = (method, num_classes)
     if key in _COMPILED:
         return _COMPILED[key]
     spec = SCORERS[method]
 
-    def one_model(x: dict[str, jax.Array], labels: jax.Array, train_mask: jax.Array, t_images):
-        shapes = tuple(sorted((k, v.shape) for k, v in x.items()))
-        TRACE_COUNT[(key, shapes)] = TRACE_COUNT.get((key, shapes), 0) + 1
+    def one_model(x: dict[str, jax.Array], shared: dict[str, jax.Array], labels, train_mask,
+                  t_images):  # fmt: skip
         t = {
             "labels": labels,
             "num_classes": num_classes,
             "train_mask": train_mask,
             "target_images": t_images,
         }
-        x = dict(x)
+        x = {**x, **shared}
         if "features" in x:
             x["features"] = x["features"].astype(jnp.float32)  # float16 banks upcast on device
-        return spec.call(x, t, n_dims=n_dims)
+        return spec.call(x, t, n_dims=None)
 
-    batched = jax.vmap(one_model, in_axes=(0, None, None, None))
+    batched = jax.vmap(one_model, in_axes=(0, None, None, None, None))
 
-    def run(x, labels, train_mask, t_images):
-        with numerics.pca_mode(pca):
-            return batched(x, labels, train_mask, t_images)
+    def run(x, shared, labels, train_mask, t_images):
+        _count_trace(key, x, shared)
+        x, shared = dict(x), dict(shared)
+        if "reference_index" in x:
+            index = x.pop("reference_index")
+            table, valid = shared.pop("reference_table"), shared.pop("reference_valid")
+            if table.shape[0] == 1:
+                shared["reference_features"], shared["reference_mask"] = table[0], valid[0]
+            else:
+                x["reference_features"], x["reference_mask"] = table[index], valid[index]
+        return batched(x, shared, labels, train_mask, t_images)
 
-    fn = jax.jit(run)
-    _COMPILED[key] = fn
+    _COMPILED[key] = fn = jax.jit(run)
     return fn
-
-
-def _scoring_fn(options: EngineOptions, num_classes: int) -> Callable[..., dict[str, Any]]:
-    """Score a device-resident chunk with every method of ``options`` (async dispatch)."""
-    dims = dict(options.dims)
-    fns = {m: _method_fn(m, dims[m], options.pca, num_classes) for m in options.methods}
-    wanted = {m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in fns}
-
-    # On the CPU, one method's program at a time: two programs running at once could each hold
-    # a thread of XLA's intra-op pool inside a batched LAPACK kernel that waits on that pool
-    # (see numerics.sequenced); the cores are busy within one program anyway.
-    serial = jax.default_backend() == "cpu"
-
-    def run(x: Mapping[str, Any], labels, train_mask, t_images) -> dict[str, Any]:
-        out = {}
-        for m, fn in fns.items():
-            out[m] = fn({a: x[a] for a in wanted[m]}, labels, train_mask, t_images)
-            if serial:
-                jax.block_until_ready(out[m])
-        return out
-
-    return run
 
 
 def _probe_inputs(target: TargetInfo, index: np.ndarray | None, options: EngineOptions):
@@ -450,6 +487,96 @@ def _probe_inputs(target: TargetInfo, index: np.ndarray | None, options: EngineO
 
         train_mask = stratified_half(labels, seed=options.logistic_seed)
     return jnp.asarray(labels), jnp.asarray(train_mask), k
+
+
+def _shared_dims(options: EngineOptions) -> tuple[int, ...]:
+    """The PCA widths the engine computes once per chunk for the reducing methods."""
+    dims = dict(options.dims)
+    return tuple(sorted({dims[m] for m in options.methods if dims[m] is not None}))
+
+
+def chunk_scorer(
+    options: EngineOptions,
+    target: TargetInfo,
+    index: np.ndarray | None = None,
+    *,
+    mesh: Mesh | None = None,
+    timings: dict[str, float] | None = None,
+) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A function scoring one chunk (the padded arrays of ``_chunks``, on the host or the
+    device) with every method of ``options`` on the probe, or on its rows ``index``; returns
+    ``{method: scores [B]}`` as device arrays (dispatch is asynchronous).
+
+    Per chunk: one program reduces the features to every ``n_dims`` the methods use (one PCA
+    shared by all of them), then one program per method. The target's reference features
+    (rsa, dds) are reduced here, once for the whole stream, not once per model. With
+    ``timings``, every program is waited for and its seconds are added to
+    ``timings["pca"]`` or ``timings[method]`` (a profile; it serialises the programs).
+    """
+    labels, train_mask, k = _probe_inputs(target, index, options)
+    t_images = np.float32(target.num_images or 0)
+    dims = dict(options.dims)
+    widths = _shared_dims(options)
+    reduce = _reduction_fn(widths, options.pca) if widths else None
+    fns = {m: _method_fn(m, k) for m in options.methods}
+    wanted = {m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in fns}
+    tables = _reference_tables(options, target, index, mesh)
+    # On the CPU, one program at a time: two programs running at once could each hold a
+    # thread of XLA's intra-op pool inside a batched LAPACK kernel that waits on that pool
+    # (see numerics.sequenced); the cores are busy within one program anyway.
+    serial = jax.default_backend() == "cpu"
+
+    def run(x: Mapping[str, Any]) -> dict[str, Any]:
+        clock = [time.perf_counter()]
+
+        def done(name: str, value: Any) -> None:
+            if serial or timings is not None:
+                jax.block_until_ready(value)
+            if timings is not None:
+                now = time.perf_counter()
+                timings[name] = timings.get(name, 0.0) + now - clock[0]
+                clock[0] = now
+
+        reduced = {}
+        if reduce is not None:
+            outs = reduce(x["features"], x["feature_mask"])
+            reduced = dict(zip(widths, outs, strict=True))
+            done("pca", outs)
+        out = {}
+        for m, fn in fns.items():
+            xm = {a: x[a] for a in wanted[m]}
+            if dims[m] is not None:
+                xm["features"], xm["feature_mask"] = reduced[dims[m]]
+            out[m] = fn(xm, tables.get(dims[m], {}) if REFERENCE in SCORERS[m].inputs else {},
+                        labels, train_mask, t_images)  # fmt: skip
+            done(m, out[m])
+        return out
+
+    return run
+
+
+def _reference_tables(
+    options: EngineOptions, target: TargetInfo, index: np.ndarray | None, mesh: Mesh | None
+) -> dict[int | None, dict[str, jax.Array]]:
+    """``{n_dims: {"reference_table": [A, n, F], "reference_valid": bool [A, F]}}``: the
+    target's ``A`` distinct references, on the probe rows ``index``, reduced as the methods
+    that read them reduce the models (``n_dims=None``: padded to a common width)."""
+    dims = dict(options.dims)
+    wanted = tuple(sorted({dims[m] for m in options.methods if REFERENCE in SCORERS[m].inputs},
+                          key=lambda k: -1 if k is None else k))  # fmt: skip
+    refs = target.references()
+    if not wanted or not refs:
+        return {}
+    rows = [np.asarray(r if index is None else r[index], np.float32) for r in refs]
+    width = bucket_width(max(r.shape[1] for r in rows))
+    stack = _stack_padded(rows, width, np.float32)
+    masks = _masks([r.shape[1] for r in rows], width)
+    outs = _reduction_fn(wanted, options.pca)(stack, masks)
+    place = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
+    tables = {}
+    for k, (table, valid) in zip(wanted, outs, strict=True):
+        tables[k] = {"reference_table": table, "reference_valid": valid}
+    return jax.device_put(tables, place)
 
 
 def score_stream(
@@ -474,8 +601,7 @@ def score_stream(
         raise ValueError(
             f"chunk_size: {chunk} is not a multiple of the {mesh.size} devices it is sharded over"
         )
-    probes = [_probe_inputs(target, idx, options) for idx in probe_sets]
-    t_images = np.float32(target.num_images or 0)
+    scorers = [chunk_scorer(options, target, idx, mesh=mesh) for idx in probe_sets]
     shard = NamedSharding(mesh, PartitionSpec("models")) if mesh is not None else None
 
     kept: list[ModelBatch] = []
@@ -496,16 +622,16 @@ def score_stream(
     chunks = _chunks(numbered, target, options.methods, chunk, multiple, buffers)
     for _key, group, arrays in _prefetch(chunks):
         outs = []
-        for idx, (labels, train_mask, k) in zip(probe_sets, probes):
+        for idx, scorer in zip(probe_sets, scorers, strict=True):
             x = arrays
             if idx is not None:
                 x = dict(arrays)
-                for name in ("features", "probs", "reference_features"):
+                for name in ("features", "probs"):
                     if name in x:
                         x[name] = x[name][:, idx]
             # on the device once per chunk; every method's program reads the same arrays
             x = {n: jax.device_put(a, shard) for n, a in x.items()}
-            outs.append(_scoring_fn(options, k)(x, labels, train_mask, t_images))  # async
+            outs.append(scorer(x))  # async
         # features dropped; the empty array keeps the model's width for later checks
         kept.extend(
             dataclasses.replace(m, features=np.empty((0, m.features.shape[1]), np.float32),

@@ -24,8 +24,10 @@ __all__ = [
     "column_mask",
     "matmul",
     "pca",
+    "pca_many",
     "pca_mode",
     "reduce_features",
+    "reduce_features_many",
     "pearson",
     "row_correlation_distance",
     "sequenced",
@@ -226,6 +228,11 @@ def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     return vals[::-1][:width], matmul(q, w[:, ::-1][:, :width])
 
 
+def _pca_width(n_dims: int, n: int, d: int) -> int:
+    """Static number of components :func:`pca` returns for ``x: [n, d]``."""
+    return max(1, min(n_dims, n - 1, d))
+
+
 def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """PCA of ``x: [n, d]`` to ``f = min(n_dims, n - 1, d_valid)`` components.
 
@@ -240,15 +247,55 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
     ``F = min(n_dims, n - 1, d)``, and ``component_mask: bool [F]`` marking the model's own ``f``
     components; columns beyond ``f`` (only possible when ``x`` has padded columns) are zero.
     """
+    return pca_many(x, (n_dims,), mask)[0]
+
+
+def pca_many(
+    x: jax.Array, n_dims: Sequence[int], mask: jax.Array | None = None
+) -> list[tuple[jax.Array, jax.Array]]:
+    """:func:`pca` of ``x: [n, d]`` at several widths, in the order of ``n_dims`` (static).
+
+    One Gram (or covariance) product for all widths and, in exact mode, one eigendecomposition:
+    the top ``F`` eigenpairs are the first ``F`` of the top ``F' > F``, so each width costs only
+    its thin finishing steps (the exact mode's ``eigh`` is most of a PCA). Every width goes
+    through the same operations as :func:`pca` alone (which is this with one width). In fast
+    mode the subspace iteration depends on the width, so each width runs its own.
+    """
     n, d = x.shape
-    width = max(1, min(n_dims, n - 1, d))
     m = column_mask(x, mask)
     d_valid = jnp.sum(m).astype(jnp.int32)
-    f_eff = jnp.minimum(jnp.minimum(n_dims, n - 1), d_valid)
     xc = center(x, mask)
-    if n <= d:
-        lam, u = _top_eigenvectors(matmul(xc, xc.T), width)  # [n, F], descending
-        v = matmul(xc.T, u)  # loadings up to scale: V = Xc^T U / s, |V_i|^2 = lambda_i
+    gram_side = n <= d
+    a = matmul(xc, xc.T) if gram_side else matmul(xc.T, xc)
+    widths = sorted({_pca_width(k, n, d) for k in n_dims}, reverse=True)
+    exact = _PCA_MODE.get() == "exact"
+    eig = None
+    if exact:
+        vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
+        eig = (vals[::-1], vecs[:, ::-1])
+    done: dict[int, tuple[jax.Array, jax.Array]] = {}
+    after = None
+    for width in widths:
+        # One width after the other: their batched factorisations must not overlap on
+        # XLA:CPU's pool (see `sequenced`).
+        aw, xw = (a, xc) if after is None else (sequenced(a, after), sequenced(xc, after))
+        if eig is not None:
+            lam, vec = eig[0][:width], eig[1][:, :width]
+        else:
+            lam, vec = _top_eigenvectors(aw, width)
+        done[width] = _pca_finish(xw, lam, vec, gram_side, jnp.minimum(width, d_valid))
+        after = done[width][0]
+    return [done[_pca_width(k, n, d)] for k in n_dims]
+
+
+def _pca_finish(
+    xc: jax.Array, lam: jax.Array, vec: jax.Array, gram_side: bool, f_eff: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """PCA scores from the top eigenpairs ``(lam [F], vec)`` of the centred ``xc``'s Gram
+    (``vec: [n, F]``, ``gram_side``) or covariance (``vec: [d, F]``); see :func:`pca`."""
+    width = lam.shape[0]
+    if gram_side:
+        v = matmul(xc.T, vec)  # loadings up to scale: V = Xc^T U / s, |V_i|^2 = lambda_i
         # Null eigenvectors of the Gram give no loading (V = 0 in exact arithmetic); left in,
         # their normalised rounding noise would overlap the real directions. QR then makes the
         # basis orthonormal; the dropped directions stay zero columns with no variance.
@@ -256,7 +303,7 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
         v = v * keep[None, :] / jnp.sqrt(jnp.where(keep, lam, 1.0))[None, :]
         v = qr_near_orthogonal(v)[0]
     else:
-        _, v = _top_eigenvectors(matmul(xc.T, xc), width)  # [d, F]
+        v = vec
     # Rayleigh-Ritz on the data itself: the SVD of the thin [n, F] projection re-resolves the
     # directions inside the subspace at the accuracy of singular values, not of their squares.
     # Weak components of a float32 Gram/covariance eigendecomposition carry errors of order
@@ -275,24 +322,40 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
     # it is rounding noise that standardisation would blow up to unit variance. Such columns
     # are returned as exact zeros (still valid columns, as in the reference).
     live = vals > NULL_COMPONENT_RTOL * jnp.maximum(vals[0], 0.0)
-    scores = scores * (signs * live)[None, :] * comp_mask[None, :].astype(x.dtype)
+    scores = scores * (signs * live)[None, :] * comp_mask[None, :].astype(xc.dtype)
     return scores, comp_mask
 
 
 def reduce_features(
     features: jax.Array, mask: jax.Array | None, n_dims: int | None
 ) -> tuple[jax.Array, jax.Array]:
-    """Optional exact PCA before scoring: ``features: [n, d] -> (x [n, F], valid bool [F])``.
+    """Optional PCA before scoring: ``features: [n, d] -> (x [n, F], valid bool [F])``.
 
     With ``n_dims=None`` the features pass through with padded columns forced to zero and
     ``valid`` the column mask (all True when ``mask`` is None); otherwise :func:`pca`'s scores
-    and component mask.
+    and component mask. Reducing its output again with ``n_dims=None`` changes nothing, so a
+    scorer given already-reduced features (the engine shares one PCA between scorers, see
+    :func:`reduce_features_many`) computes exactly what it would from the raw ones.
     """
-    if n_dims is None:
-        d = features.shape[1]
-        valid = jnp.ones(d, bool) if mask is None else jnp.asarray(mask).astype(bool)
-        return jnp.where(valid[None, :], features, 0.0), valid
-    return pca(features, n_dims, mask)
+    return reduce_features_many(features, mask, (n_dims,))[0]
+
+
+def reduce_features_many(
+    features: jax.Array, mask: jax.Array | None, n_dims: Sequence[int | None]
+) -> list[tuple[jax.Array, jax.Array]]:
+    """:func:`reduce_features` at several ``n_dims`` (static; None = pass through), in order,
+    with one PCA eigendecomposition for all the widths (:func:`pca_many`)."""
+    widths = [k for k in n_dims if k is not None]
+    reduced = dict(zip(widths, pca_many(features, widths, mask))) if widths else {}
+    out = []
+    for k in n_dims:
+        if k is None:
+            d = features.shape[1]
+            valid = jnp.ones(d, bool) if mask is None else jnp.asarray(mask).astype(bool)
+            out.append((jnp.where(valid[None, :], features, 0.0), valid))
+        else:
+            out.append(reduced[k])
+    return out
 
 
 def row_correlation_distance(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from conftest import backend_rtol
 
 from parc_jax import numerics
 from parc_jax import reference as ref
@@ -242,6 +243,15 @@ def assert_same_accuracy(got, want, train):
     assert abs(float(got) - want) <= 100.0 / np.count_nonzero(~train) + 1e-4, (float(got), want)
 
 
+def assert_same_fit(got, want, train):
+    """The same fit computed batched or padded: bitwise on the CPU; elsewhere other GPU kernels
+    may round the L-BFGS iterates apart, so as :func:`assert_same_accuracy`."""
+    if jax.default_backend() == "cpu":
+        assert float(got) == float(want)
+    else:
+        assert_same_accuracy(got, want, train)
+
+
 @pytest.mark.parametrize("case", list(LOGISTIC_CASES))
 def test_logistic_matches_reference(logistic_probes, case):
     x, y, k, train = logistic_probes[case]
@@ -303,7 +313,8 @@ def test_vmap_equals_loop_logistic(logistic_probes):
         f, jnp.asarray(y), num_classes=k, train_mask=jnp.asarray(train)))  # fmt: skip
     batched = jax.jit(fn)(jnp.asarray(xs))
     loop = [float(logistic(f, y, num_classes=k, train_mask=train)) for f in xs]
-    np.testing.assert_array_equal(np.asarray(batched), loop)
+    for got, want in zip(np.asarray(batched), loop, strict=True):
+        assert_same_fit(got, want, train)
 
 
 def test_vmap_equals_loop_heuristic():
@@ -324,7 +335,8 @@ def pad_to(x, width):
     return padded, np.arange(width) < x.shape[1]
 
 
-PAD_RTOL = 2e-6  # same numbers, different shapes: only float rounding may differ
+# Same numbers, different shapes: only rounding differs (more off CPU: other GPU kernels).
+PAD_RTOL = backend_rtol(2e-6, 1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +379,7 @@ def test_padded_equals_unpadded_logistic(logistic_probes):
     wide = logistic_probes[L_WIDE][0]
     xp, xm = pad_to(x, wide.shape[1])
     want = float(logistic(x, y, num_classes=k, train_mask=train))
-    assert float(logistic(xp, y, xm, num_classes=k, train_mask=train)) == want
+    assert_same_fit(logistic(xp, y, xm, num_classes=k, train_mask=train), want, train)
 
 
 # ------------------------------------------------------------------------------------------

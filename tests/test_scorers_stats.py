@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import backend_rtol
 
 from parc_jax import numerics
 from parc_jax import reference as ref
@@ -45,6 +46,8 @@ RTOL = 1e-4
 # Scores near 0 (GBC of well-separated classes, LEEP of an almost perfect source) are compared
 # with a small absolute floor as well.
 ATOL = 1e-6
+# Batched/padded vs alone: a few ulps on CPU; off CPU other shapes pick other GPU kernels.
+SAME_RTOL = backend_rtol(1e-6, 1e-5)
 
 # name -> (public fn, core, reference fn, default n_dims)
 FEATURE_SCORERS = {
@@ -213,7 +216,7 @@ def test_prob_padding_equals_unpadded(name: str) -> None:
     padded, mask = _pad(p, 32)
     plain = float(fn(p, y, num_classes=k))
     masked = float(fn(padded, y, num_classes=k, prob_mask=mask))
-    assert _close(masked, plain, rtol=1e-6), (name, masked, plain)
+    assert _close(masked, plain, rtol=SAME_RTOL), (name, masked, plain)
 
 
 def test_logme_zero_columns_without_mask_do_not_change_the_score() -> None:
@@ -272,7 +275,7 @@ def test_prob_vmap_equals_loop(name: str) -> None:
     )
     for i in range(3):
         one = float(fn(stack[i], y, num_classes=2))
-        assert _close(float(batched[i]), one, rtol=1e-6)
+        assert _close(float(batched[i]), one, rtol=SAME_RTOL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +299,7 @@ def test_gbc_blocked_pairs_equal_direct(monkeypatch: pytest.MonkeyPatch) -> None
             jnp.asarray(x), jnp.asarray(y), num_classes=k
         )
     )
-    assert _close(blocked, direct, rtol=1e-6)
+    assert _close(blocked, direct, rtol=SAME_RTOL)  # [1, K, F] vs [K, K, F] reductions
 
 
 def test_transrate_cases_cover_both_class_term_forms() -> None:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from parc_jax import numerics
-from parc_jax.scorers.parc import _reduce, prepare_pair
+from parc_jax.scorers.parc import _after_pca, _reduce, prepare_pair
 
 __all__ = ["cosine_distance", "dds", "dds_core", "u_centre"]
 
@@ -64,8 +64,7 @@ def dds_core(
     ``n >= 4``.
     """
     x, xm = _reduce(features, feature_mask, n_dims)
-    # one PCA after the other: concurrent batched eigh calls can deadlock XLA:CPU's pool
-    r, rm = _reduce(numerics.sequenced(reference_features, x), reference_mask, n_dims)
+    r, rm = _reduce(_after_pca(reference_features, x, n_dims), reference_mask, n_dims)
     ux = u_centre(cosine_distance(numerics.standardize(x, xm)))
     ur = u_centre(cosine_distance(numerics.standardize(r, rm)))
     cross = numerics.accurate_sum(ux * ur)

@@ -43,6 +43,17 @@ __all__ = [
 _reduce = numerics.reduce_features
 
 
+def _after_pca(reference: jax.Array, model_side: jax.Array, n_dims: int | None) -> jax.Array:
+    """The reference input of rsa/dds, made to wait for the model's PCA when it gets its own.
+
+    One PCA after the other: concurrent batched ``eigh`` calls can deadlock XLA:CPU's pool
+    (``numerics.sequenced``). Without a PCA there is nothing to keep apart, and a reference
+    left independent of the model stays unbatched under ``vmap`` when every model shares it:
+    the engine passes reduced references so, and their side is then computed once per batch.
+    """
+    return reference if n_dims is None else numerics.sequenced(reference, model_side)
+
+
 def _feature_distances(features: jax.Array, mask: jax.Array | None, n_dims: int | None):
     """``triu(1 - corrcoef(rows))`` of the reduced, standardised features, ``[n (n-1) / 2]``."""
     x, m = _reduce(features, mask, n_dims)
@@ -111,8 +122,7 @@ def rsa_core(
     Both inputs are reduced to ``n_dims`` and standardised the same way.
     """
     a = _feature_distances(features, feature_mask, n_dims)
-    # one PCA after the other: concurrent batched eigh calls can deadlock XLA:CPU's pool
-    b = _feature_distances(numerics.sequenced(reference_features, a), reference_mask, n_dims)
+    b = _feature_distances(_after_pca(reference_features, a, n_dims), reference_mask, n_dims)
     return (100.0 * numerics.spearman(a, b)).astype(a.dtype)
 
 
