@@ -86,7 +86,9 @@ def spearman_two_valued_payload(values: jax.Array, high: jax.Array) -> jax.Array
     """The earlier two-valued Spearman: one sort of (key, index) pairs, ranks by tie groups,
     labels gathered through the permutation (kept here as the comparison)."""
     m = values.shape[0]
-    c, order, tie_term = numerics._twice_centred_ranks(values)
+    c, order, t = numerics._twice_centred_ranks_sorted(numerics._order_keys(values))
+    t = t.astype(jnp.float32)
+    tie_term = jnp.sum(t * t - 1.0)
     s_high = numerics._int_block_sum(c * high.astype(jnp.int32)[order]) / 2.0
     m1 = jnp.sum(high.astype(jnp.float32))
     m0 = jnp.float32(m) - m1

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from parc_jax import numerics
 from parc_jax.scorers.registry import FEATURES, META, PROBS, REFERENCE, SCORERS, ScorerSpec
+from parc_jax.scorers.transrate import class_block_size
 from parc_jax.validation import check_labels
 
 __all__ = [
@@ -427,8 +428,9 @@ def _reduction_fn(dims: tuple[int | None, ...], pca: str) -> Callable:
     return fn
 
 
-def _method_fn(method: str, num_classes: int) -> Callable:
-    """``jit(vmap(one method for one model))``, cached per (method, class count); jit itself
+def _method_fn(method: str, num_classes: int, class_block: int | None = None) -> Callable:
+    """``jit(vmap(one method for one model))``, cached per (method, class count, and the class
+    block size for the methods that take one: :func:`transrate.class_block_size`); jit itself
     keys on input shapes, and every chunk of a bucket has the same shapes, so a bucket
     compiles once. One program per method, not one for the whole method set: XLA's compile
     time grows faster than linearly with program size (all 14 scorers fused took minutes
@@ -439,10 +441,11 @@ def _method_fn(method: str, num_classes: int) -> Callable:
     ``[A, n, F]`` of the target's distinct references (rsa, dds) is indexed by the models'
     ``reference_index``, or, when there is only one, passed to every model unbatched, so that
     its side of the score is computed once per chunk rather than once per model."""
-    key = (method, num_classes)
+    spec = SCORERS[method]
+    class_block = class_block if spec.class_block else None
+    key = (method, num_classes, class_block)
     if key in _COMPILED:
         return _COMPILED[key]
-    spec = SCORERS[method]
 
     def one_model(x: dict[str, jax.Array], shared: dict[str, jax.Array], labels, train_mask,
                   t_images):  # fmt: skip
@@ -451,6 +454,7 @@ def _method_fn(method: str, num_classes: int) -> Callable:
             "num_classes": num_classes,
             "train_mask": train_mask,
             "target_images": t_images,
+            "class_block": class_block,
         }
         x = {**x, **shared}
         if "features" in x:
@@ -518,7 +522,10 @@ def chunk_scorer(
     dims = dict(options.dims)
     widths = _shared_dims(options)
     reduce = _reduction_fn(widths, options.pca) if widths else None
-    fns = {m: _method_fn(m, k) for m in options.methods}
+    block = None
+    if any(SCORERS[m].class_block for m in options.methods) and np.ndim(labels) == 1:
+        block = class_block_size(np.asarray(labels), k)
+    fns = {m: _method_fn(m, k, block) for m in options.methods}
     wanted = {m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in fns}
     tables = _reference_tables(options, target, index, mesh)
     # On the CPU, one program at a time: two programs running at once could each hold a

@@ -146,8 +146,10 @@ def test_a_single_reference_is_ranked_once_per_chunk_not_per_model(distinct):
     eqns = [e for e, _ in equations(closed.jaxpr)]
     sorts = [e.invars[0].aval.shape for e in eqns if e.primitive.name == "sort"]
     pairs = n * (n - 1) // 2
-    want = [(b, pairs), (pairs,)] if distinct == 1 else [(b, pairs), (b, pairs)]
-    assert sorted(sorts) == sorted(want)
+    # one sort per ranked side (in each per-platform branch of the rank step)
+    batched, unbatched = sorts.count((b, pairs)), sorts.count((pairs,))
+    assert batched > 0 and batched + unbatched == len(sorts), sorts
+    assert unbatched == (batched if distinct == 1 else 0), sorts
 
 
 def test_bucket_width_ladder():

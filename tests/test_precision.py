@@ -24,6 +24,7 @@ from jaxprs import equations
 
 from parc_jax import numerics
 from parc_jax.scorers.registry import SCORERS
+from parc_jax.scorers.transrate import class_block_size
 
 HIGHEST = lax.Precision.HIGHEST
 K, Z, N_DIMS = 4, 10, 8
@@ -107,6 +108,8 @@ def _targets(n: int, multilabel: bool) -> dict[str, Any]:
         "num_classes": K,
         "train_mask": jnp.asarray(np.arange(n) % 4 < 2),  # two of every class train
         "target_images": jnp.float32(300.0),
+        # transrate's per-class blocks (the engine passes the block size per probe)
+        "class_block": None if multilabel else class_block_size(np.asarray(labels), K),
     }
 
 
@@ -153,16 +156,13 @@ def test_every_float_matmul_uses_highest_precision(name: str) -> None:
 @pytest.mark.parametrize("mode", numerics.PCA_MODES)
 def test_engine_feature_reduction_uses_highest_precision(mode: str) -> None:
     """The engine's shared PCA (one program reduces a chunk to every width the methods use)."""
-    reduce_many = getattr(numerics, "reduce_features_many", None)
-    if reduce_many is None:
-        pytest.skip("numerics.reduce_features_many is not in this version")
     offenders = []
     for n, d in SHAPES:
         for batch in (None, 2):
             x = _inputs(n, d, batch)
 
             def reduce(f, m):
-                return reduce_many(f, m, (N_DIMS, 2 * N_DIMS, None))
+                return numerics.reduce_features_many(f, m, (N_DIMS, 2 * N_DIMS, None))
 
             fn = jax.vmap(reduce) if batch else reduce
             with numerics.pca_mode(mode):

@@ -302,14 +302,65 @@ def test_gbc_blocked_pairs_equal_direct(monkeypatch: pytest.MonkeyPatch) -> None
     assert _close(blocked, direct, rtol=SAME_RTOL)  # [1, K, F] vs [K, K, F] reductions
 
 
-def test_transrate_cases_cover_both_class_term_forms() -> None:
-    # The reference comparison above checks TransRate through both class-term forms (and
-    # both forms of the global term); make sure the cases keep exercising all of them.
+def test_transrate_cases_cover_every_class_term_form() -> None:
+    # The reference comparison above checks TransRate (public function: class blocks when
+    # cheapest) through every form of the class terms and both forms of the global term;
+    # make sure the cases keep exercising them all.
     forms = set()
-    for x, _, k in CASES.values():
+    for x, y, k in CASES.values():
         n, d = x.shape
-        forms.add((d < n, transrate_mod._class_terms_on_features_is_cheaper(n, d, k)))
-    assert forms == {(True, True), (True, False), (False, False)}
+        block = transrate_mod.class_block_size(y, k)
+        forms.add((d < n, transrate_mod._class_term_form(n, d, k, block)))
+    assert forms == {(True, "features"), (True, "blocks"), (False, "blocks"), (False, "gram")}
+
+
+@pytest.mark.parametrize("case", ["d_gt_n", "many_classes"])
+def test_transrate_class_blocks_equal_the_block_diagonal_gram(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-class blocks (the engine's form) against one n x n block-diagonal eigenproblem
+    (the form without a static block size), padded models included."""
+    x, y, k = CASES[case]
+    xp, mask = _pad(x, x.shape[1] + 5)
+    block = transrate_mod.class_block_size(y, k)
+    n, d = xp.shape
+    assert transrate_mod._class_term_form(n, d, k, block) == "blocks"
+    assert transrate_mod._class_term_form(n, d, k, None) != "blocks"
+    core = jax.jit(transrate_core, static_argnames=("num_classes", "class_block"))
+    args = (jnp.asarray(xp, jnp.float32), jnp.asarray(y), jnp.asarray(mask))
+    blocks = float(core(*args, num_classes=k, class_block=block))
+    # the n x n Gram form, even where the feature side would be cheaper
+    monkeypatch.setattr(transrate_mod, "_class_term_form", lambda *a: "gram")
+    gram = float(core(*args, num_classes=k, class_block=None))
+    assert _close(blocks, gram, rtol=1e-5), (blocks, gram)
+    want = ref.transrate(x.astype(np.float64), y, num_classes=k)
+    assert _close(blocks, want), (blocks, want)
+
+
+def test_transrate_class_blocks_zero_the_null_eigenvalues(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classes larger than the feature rank (20 images, 3 live columns): each block's null
+    eigenvalues, rounding noise scaled by 1 / (n_c eps), must be set to 0 as on the Gram side.
+    Both forms are forced (the cost model would take the feature side here)."""
+    rng = np.random.default_rng(21)
+    y = np.repeat(np.arange(3), 20)
+    x = np.zeros((60, 6), np.float32)
+    x[:, :3] = rng.normal(size=(60, 3)) + y[:, None]  # 3 live columns, 3 dead units
+    core = jax.jit(transrate_core, static_argnames=("num_classes", "class_block"))
+    args = (jnp.asarray(x), jnp.asarray(y), jnp.ones(6, bool))
+    got = {}
+    for form in ("blocks", "gram"):
+        monkeypatch.setattr(transrate_mod, "_class_term_form", lambda *a, f=form: f)
+        got[form] = float(core(*args, num_classes=3, class_block=32))
+    want = ref.transrate(x.astype(np.float64), y, num_classes=3)
+    assert _close(got["blocks"], want), got
+    assert _close(got["blocks"], got["gram"], rtol=1e-5), got
+
+
+def test_class_block_size_is_a_power_of_two_covering_the_largest_class() -> None:
+    y = np.array([0] * 5 + [1] * 3 + [2])
+    assert transrate_mod.class_block_size(y, 4) == 8
+    assert transrate_mod.class_block_size(np.zeros(6, int), 1) == 6  # at most n
+    assert transrate_mod.class_block_size(np.arange(4), 4) == 1
 
 
 def test_ledoit_wolf_shrinkage_matches_reference() -> None:

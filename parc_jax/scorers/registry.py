@@ -54,9 +54,14 @@ class ScorerSpec:
     min_per_class: int
     description: str
     call: Callable[..., jax.Array]
+    # The core takes a static ``class_block`` (transrate): the engine passes it per probe.
+    class_block: bool = False
 
 
-def _features_call(core: Callable[..., Any]) -> Callable[..., jax.Array]:
+def _features_call(core: Callable[..., Any], **target_facts: str) -> Callable[..., jax.Array]:
+    """``core(features, labels, ...)``; ``target_facts`` maps more keyword arguments of the
+    core to the target entries that give them."""
+
     def call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
         return core(
             x["features"],
@@ -64,6 +69,7 @@ def _features_call(core: Callable[..., Any]) -> Callable[..., jax.Array]:
             num_classes=t["num_classes"],
             n_dims=n_dims,
             feature_mask=x["feature_mask"],
+            **{arg: t[key] for arg, key in target_facts.items()},
         )
 
     return call
@@ -119,10 +125,11 @@ def _spec(
     uses_labels: bool = True,
     min_per_class: int = 0,
     description: str,
+    class_block: bool = False,
 ) -> ScorerSpec:
     return ScorerSpec(
         name, fn, core, inputs, default_dims, reduces, multilabel, uses_labels, min_per_class,
-        description, call,
+        description, call, class_block,
     )  # fmt: skip
 
 
@@ -151,7 +158,7 @@ SCORERS: dict[str, ScorerSpec] = {
         _spec("logme", logme, logme_core, (FEATURES,), _features_call(logme_core),
               description="LogME evidence per sample (You et al. 2021), nats"),
         _spec("transrate", transrate, transrate_core, (FEATURES,),
-              _features_call(transrate_core),
+              _features_call(transrate_core, class_block="class_block"), class_block=True,
               description="TransRate coding-rate gap (Huang et al. 2022), nats"),
         _spec("gbc", gbc, gbc_core, (FEATURES,), _features_call(gbc_core), default_dims=64,
               min_per_class=1,
