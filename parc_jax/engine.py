@@ -402,21 +402,26 @@ def _count_trace(key: tuple, *trees: Any) -> None:
     TRACE_COUNT[(key, str(shapes))] = TRACE_COUNT.get((key, str(shapes)), 0) + 1
 
 
-def _reduction_fn(dims: tuple[int | None, ...], pca: str) -> Callable:
-    """``jit(vmap(features, mask -> [(reduced, valid) per n_dims]))``, cached per (dims, pca).
+def _reduction_fn(dims: tuple[int | None, ...], pca: str, spectrum: bool = False) -> Callable:
+    """``jit(vmap(features, mask -> ([(reduced, valid) per n_dims], spectrum or None)))``,
+    cached per (dims, pca, spectrum).
 
     The scorers that reduce all start with ``numerics.reduce_features``; the engine does that
     step once per chunk and hands every scorer the reduction at its ``n_dims`` (one
     ``eigh`` serves every width, :func:`numerics.pca_many`). A scorer given reduced features
-    and ``n_dims=None`` computes exactly what it computes from the raw ones."""
-    key = ("reduce", dims, pca)
+    and ``n_dims=None`` computes exactly what it computes from the raw ones. With ``spectrum``
+    the centred features' ``numerics.Spectrum`` (the PCA's own Gram and eigenvalues) comes
+    too, for the scorers that take it (TransRate's global term)."""
+    key = ("reduce", dims, pca, spectrum)
     if key in _COMPILED:
         return _COMPILED[key]
 
     def one_model(features: jax.Array, mask: jax.Array):
         _count_trace(key, features, mask)
         # float16 banks are upcast on the device
-        return numerics.reduce_features_many(features.astype(jnp.float32), mask, dims)
+        return numerics.reduce_features_many(
+            features.astype(jnp.float32), mask, dims, spectrum=spectrum
+        )
 
     batched = jax.vmap(one_model)
 
@@ -512,7 +517,8 @@ def chunk_scorer(
     ``{method: scores [B]}`` as device arrays (dispatch is asynchronous).
 
     Per chunk: one program reduces the features to every ``n_dims`` the methods use (one PCA
-    shared by all of them), then one program per method. The target's reference features
+    shared by all of them; it also hands TransRate the spectrum it would compute again), then
+    one program per method. The target's reference features
     (rsa, dds) are reduced here, once for the whole stream, not once per model. With
     ``timings``, every program is waited for and its seconds are added to
     ``timings["pca"]`` or ``timings[method]`` (a profile; it serialises the programs).
@@ -521,7 +527,11 @@ def chunk_scorer(
     t_images = np.float32(target.num_images or 0)
     dims = dict(options.dims)
     widths = _shared_dims(options)
-    reduce = _reduction_fn(widths, options.pca) if widths else None
+    # methods given the spectrum of the unreduced features, made by the shared PCA
+    spectral = {m for m in options.methods if SCORERS[m].spectrum and dims[m] is None}
+    reduce = None
+    if widths or spectral:
+        reduce = _reduction_fn(widths, options.pca, bool(spectral))
     block = None
     if any(SCORERS[m].class_block for m in options.methods) and np.ndim(labels) == 1:
         block = class_block_size(np.asarray(labels), k)
@@ -544,16 +554,18 @@ def chunk_scorer(
                 timings[name] = timings.get(name, 0.0) + now - clock[0]
                 clock[0] = now
 
-        reduced = {}
+        reduced, spectrum = {}, None
         if reduce is not None:
-            outs = reduce(x["features"], x["feature_mask"])
+            outs, spectrum = reduce(x["features"], x["feature_mask"])
             reduced = dict(zip(widths, outs, strict=True))
-            done("pca", outs)
+            done("pca", (outs, spectrum))
         out = {}
         for m, fn in fns.items():
             xm = {a: x[a] for a in wanted[m]}
             if dims[m] is not None:
                 xm["features"], xm["feature_mask"] = reduced[dims[m]]
+            if m in spectral:
+                xm["centred_matrix"], xm["centred_eigenvalues"] = spectrum
             out[m] = fn(xm, tables.get(dims[m], {}) if REFERENCE in SCORERS[m].inputs else {},
                         labels, train_mask, t_images)  # fmt: skip
             done(m, out[m])
@@ -578,7 +590,7 @@ def _reference_tables(
     width = bucket_width(max(r.shape[1] for r in rows))
     stack = _stack_padded(rows, width, np.float32)
     masks = _masks([r.shape[1] for r in rows], width)
-    outs = _reduction_fn(wanted, options.pca)(stack, masks)
+    outs, _ = _reduction_fn(wanted, options.pca)(stack, masks)
     place = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
     tables = {}
     for k, (table, valid) in zip(wanted, outs, strict=True):

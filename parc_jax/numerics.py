@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,7 @@ __all__ = [
     "pearson",
     "row_correlation_distance",
     "sequenced",
+    "Spectrum",
     "spearman",
     "spearman_two_valued",
     "standardize",
@@ -250,6 +251,18 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
     return pca_many(x, (n_dims,), mask)[0]
 
 
+class Spectrum(NamedTuple):
+    """The centred features' matrix of the smaller side and its eigenvalues (one model).
+
+    ``matrix: [s, s]``: ``Xc Xc^T`` (``s = n``, when ``n <= d``) or ``Xc^T Xc`` (``s = d``);
+    ``eigenvalues: [s]`` ascending. PCA computes both; TransRate's global term needs exactly
+    them, so the engine hands them over instead of computing them twice.
+    """
+
+    matrix: jax.Array
+    eigenvalues: jax.Array
+
+
 def pca_many(
     x: jax.Array, n_dims: Sequence[int], mask: jax.Array | None = None
 ) -> list[tuple[jax.Array, jax.Array]]:
@@ -261,6 +274,16 @@ def pca_many(
     through the same operations as :func:`pca` alone (which is this with one width). In fast
     mode the subspace iteration depends on the width, so each width runs its own.
     """
+    return _pca_many(x, n_dims, mask, spectrum=False)[0]
+
+
+def _pca_many(
+    x: jax.Array, n_dims: Sequence[int], mask: jax.Array | None, *, spectrum: bool
+) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None]:
+    """:func:`pca_many`, and with ``spectrum`` the :class:`Spectrum` it is computed from (in
+    fast mode, an extra eigenvalue decomposition of the same matrix)."""
+    if not n_dims and not spectrum:
+        return [], None
     n, d = x.shape
     m = column_mask(x, mask)
     d_valid = jnp.sum(m).astype(jnp.int32)
@@ -268,16 +291,17 @@ def pca_many(
     gram_side = n <= d
     a = matmul(xc, xc.T) if gram_side else matmul(xc.T, xc)
     widths = sorted({_pca_width(k, n, d) for k in n_dims}, reverse=True)
-    exact = _PCA_MODE.get() == "exact"
-    eig = None
-    if exact:
+    eig, spec, after = None, None, None
+    if _PCA_MODE.get() == "exact" or spectrum:
         vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
         eig = (vals[::-1], vecs[:, ::-1])
+        spec = Spectrum(a, vals) if spectrum else None
+        if _PCA_MODE.get() != "exact":
+            eig, after = None, vals  # the widths run their own subspace iterations, after it
     done: dict[int, tuple[jax.Array, jax.Array]] = {}
-    after = None
     for width in widths:
-        # One width after the other: their batched factorisations must not overlap on
-        # XLA:CPU's pool (see `sequenced`).
+        # One factorisation after the other: batched ones must not overlap on XLA:CPU's pool
+        # (see `sequenced`).
         aw, xw = (a, xc) if after is None else (sequenced(a, after), sequenced(xc, after))
         if eig is not None:
             lam, vec = eig[0][:width], eig[1][:, :width]
@@ -285,7 +309,7 @@ def pca_many(
             lam, vec = _top_eigenvectors(aw, width)
         done[width] = _pca_finish(xw, lam, vec, gram_side, jnp.minimum(width, d_valid))
         after = done[width][0]
-    return [done[_pca_width(k, n, d)] for k in n_dims]
+    return [done[_pca_width(k, n, d)] for k in n_dims], spec
 
 
 def _pca_finish(
@@ -337,16 +361,22 @@ def reduce_features(
     scorer given already-reduced features (the engine shares one PCA between scorers, see
     :func:`reduce_features_many`) computes exactly what it would from the raw ones.
     """
-    return reduce_features_many(features, mask, (n_dims,))[0]
+    return reduce_features_many(features, mask, (n_dims,))[0][0]
 
 
 def reduce_features_many(
-    features: jax.Array, mask: jax.Array | None, n_dims: Sequence[int | None]
-) -> list[tuple[jax.Array, jax.Array]]:
+    features: jax.Array,
+    mask: jax.Array | None,
+    n_dims: Sequence[int | None],
+    *,
+    spectrum: bool = False,
+) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None]:
     """:func:`reduce_features` at several ``n_dims`` (static; None = pass through), in order,
-    with one PCA eigendecomposition for all the widths (:func:`pca_many`)."""
+    with one PCA eigendecomposition for all the widths (:func:`pca_many`); with ``spectrum``
+    also the :class:`Spectrum` of the (unreduced) centred features, else None."""
     widths = [k for k in n_dims if k is not None]
-    reduced = dict(zip(widths, pca_many(features, widths, mask))) if widths else {}
+    pcas, spec = _pca_many(features, widths, mask, spectrum=spectrum)
+    reduced = dict(zip(widths, pcas, strict=True))
     out = []
     for k in n_dims:
         if k is None:
@@ -355,7 +385,7 @@ def reduce_features_many(
             out.append((jnp.where(valid[None, :], features, 0.0), valid))
         else:
             out.append(reduced[k])
-    return out
+    return out, spec
 
 
 def row_correlation_distance(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -162,7 +162,9 @@ def test_engine_feature_reduction_uses_highest_precision(mode: str) -> None:
             x = _inputs(n, d, batch)
 
             def reduce(f, m):
-                return numerics.reduce_features_many(f, m, (N_DIMS, 2 * N_DIMS, None))
+                return numerics.reduce_features_many(
+                    f, m, (N_DIMS, 2 * N_DIMS, None), spectrum=True
+                )
 
             fn = jax.vmap(reduce) if batch else reduce
             with numerics.pca_mode(mode):

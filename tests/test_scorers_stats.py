@@ -356,6 +356,25 @@ def test_transrate_class_blocks_zero_the_null_eigenvalues(monkeypatch: pytest.Mo
     assert _close(got["blocks"], got["gram"], rtol=1e-5), got
 
 
+@pytest.mark.parametrize("case", ["d_gt_n", "many_classes", "wide"])
+def test_transrate_from_the_pca_spectrum_equals_its_own(case: str) -> None:
+    """The engine hands TransRate the spectrum its shared PCA computed (Gram side for d >= n,
+    covariance side otherwise, where TransRate alone takes a Cholesky): same score."""
+    x, y, k = CASES[case]
+    xp, mask = _pad(x, x.shape[1] + 5)
+    args = (jnp.asarray(xp), jnp.asarray(y), jnp.asarray(mask))
+    block = transrate_mod.class_block_size(y, k)
+    core = jax.jit(transrate_core, static_argnames=("num_classes", "class_block"))
+    own = float(core(*args, num_classes=k, class_block=block))
+    for mode in numerics.PCA_MODES:
+        with numerics.pca_mode(mode):
+            _, spectrum = jax.jit(
+                lambda f, m: numerics.reduce_features_many(f, m, (8,), spectrum=True)
+            )(args[0], args[2])
+        got = float(core(*args, num_classes=k, class_block=block, spectrum=tuple(spectrum)))
+        assert _close(got, own, rtol=1e-5), (mode, got, own)
+
+
 def test_class_block_size_is_a_power_of_two_covering_the_largest_class() -> None:
     y = np.array([0] * 5 + [1] * 3 + [2])
     assert transrate_mod.class_block_size(y, 4) == 8

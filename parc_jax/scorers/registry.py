@@ -56,11 +56,16 @@ class ScorerSpec:
     call: Callable[..., jax.Array]
     # The core takes a static ``class_block`` (transrate): the engine passes it per probe.
     class_block: bool = False
+    # The core takes the centred features' numerics.Spectrum (transrate), which the engine's
+    # shared PCA computes anyway (only when the method does not reduce).
+    spectrum: bool = False
 
 
-def _features_call(core: Callable[..., Any], **target_facts: str) -> Callable[..., jax.Array]:
-    """``core(features, labels, ...)``; ``target_facts`` maps more keyword arguments of the
-    core to the target entries that give them."""
+def _features_call(
+    core: Callable[..., Any],
+    extras: Callable[[Mapping[str, jax.Array], Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> Callable[..., jax.Array]:
+    """``core(features, labels, ...)``; ``extras(x, t)`` gives more keyword arguments."""
 
     def call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
         return core(
@@ -69,10 +74,19 @@ def _features_call(core: Callable[..., Any], **target_facts: str) -> Callable[..
             num_classes=t["num_classes"],
             n_dims=n_dims,
             feature_mask=x["feature_mask"],
-            **{arg: t[key] for arg, key in target_facts.items()},
+            **(extras(x, t) if extras is not None else {}),
         )
 
     return call
+
+
+def _transrate_extras(x: Mapping[str, jax.Array], t: Mapping[str, Any]) -> dict[str, Any]:
+    """TransRate's engine extras: the per-probe class block size, and the centred features'
+    spectrum when the shared PCA computed it (``centred_matrix``/``_eigenvalues``)."""
+    spectrum = None
+    if "centred_matrix" in x:
+        spectrum = (x["centred_matrix"], x["centred_eigenvalues"])
+    return {"class_block": t.get("class_block"), "spectrum": spectrum}
 
 
 def _reference_call(core: Callable[..., Any]) -> Callable[..., jax.Array]:
@@ -126,10 +140,11 @@ def _spec(
     min_per_class: int = 0,
     description: str,
     class_block: bool = False,
+    spectrum: bool = False,
 ) -> ScorerSpec:
     return ScorerSpec(
         name, fn, core, inputs, default_dims, reduces, multilabel, uses_labels, min_per_class,
-        description, call, class_block,
+        description, call, class_block, spectrum,
     )  # fmt: skip
 
 
@@ -158,7 +173,8 @@ SCORERS: dict[str, ScorerSpec] = {
         _spec("logme", logme, logme_core, (FEATURES,), _features_call(logme_core),
               description="LogME evidence per sample (You et al. 2021), nats"),
         _spec("transrate", transrate, transrate_core, (FEATURES,),
-              _features_call(transrate_core, class_block="class_block"), class_block=True,
+              _features_call(transrate_core, _transrate_extras), class_block=True,
+              spectrum=True,
               description="TransRate coding-rate gap (Huang et al. 2022), nats"),
         _spec("gbc", gbc, gbc_core, (FEATURES,), _features_call(gbc_core), default_dims=64,
               min_per_class=1,

@@ -76,11 +76,13 @@ def _class_terms_on_features(z: jax.Array, onehot: jax.Array, counts: jax.Array,
 
 
 def _logdet_identity_plus(m: jax.Array, rank_bound: jax.Array) -> jax.Array:
-    """``log det(I + m)`` for symmetric PSD ``m: [s, s]`` of rank at most ``rank_bound``.
+    """``log det(I + m)`` for symmetric PSD ``m: [s, s]`` of rank at most ``rank_bound``."""
+    return _log1p_live(jnp.linalg.eigh(m, symmetrize_input=True)[0], rank_bound)
 
-    The ``s - rank_bound`` smallest eigenvalues are zero by construction and set so.
-    """
-    lam = jnp.linalg.eigh(m, symmetrize_input=True)[0]  # ascending
+
+def _log1p_live(lam: jax.Array, rank_bound: jax.Array) -> jax.Array:
+    """``sum log1p(lam)`` of a PSD matrix's ascending eigenvalues ``lam: [s]`` where the
+    ``s - rank_bound`` smallest are zero by construction and set so."""
     s = lam.shape[0]
     lam = jnp.where(jnp.arange(s) < s - rank_bound, 0.0, jnp.maximum(lam, 0.0))
     return jnp.sum(jnp.log1p(lam))
@@ -166,12 +168,17 @@ def transrate_core(
     n_dims: int | None = None,
     eps: float | jax.Array = 1e-4,
     class_block: int | None = None,
+    spectrum: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
     """TransRate, nats, for one model (pure; jit/vmap-able, no checks).
 
     ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``; ``eps`` the coding
     precision (may be traced); ``class_block`` (static) at least the largest class count, to
     compute the class terms from per-class blocks (:func:`class_block_size`), or None.
+    ``spectrum``: the centred features' ``numerics.Spectrum`` (smaller-side matrix and its
+    ascending eigenvalues) when already computed (the engine's shared PCA makes it); then the
+    global term is ``sum log1p(eigenvalues / (n eps))`` over the live ones (on either side,
+    instead of a Cholesky when ``d < n``: equal in exact arithmetic). Only with ``n_dims=None``.
     """
     x, valid = _reduce(features, feature_mask, n_dims)
     z = numerics.center(x, valid)
@@ -180,7 +187,13 @@ def transrate_core(
     onehot, counts = _class_sums(labels, num_classes, z.dtype)
     present = jnp.sum(counts > 0)
     gram = None
-    if d < n:
+    if spectrum is not None:
+        if n_dims is not None:
+            raise ValueError("transrate_core: a given spectrum is of the unreduced features")
+        matrix, eigenvalues = spectrum
+        whole = _log1p_live(eigenvalues / (n * eps), jnp.minimum(n - 1, d_live))
+        gram = matrix if d >= n else None
+    elif d < n:
         whole = _logdet_pd(jnp.eye(d, dtype=z.dtype) + numerics.matmul(z.T, z) / (n * eps))
     else:
         gram = numerics.matmul(z, z.T)
