@@ -376,7 +376,8 @@ def degenerate_flags(
     dims: dict[str, int | None],
     scores: dict[str, np.ndarray],
 ) -> dict[str, str]:
-    """Find scores that carry no information, set them to NaN and say why (per method).
+    """Find scores that carry no information, set them to NaN and say why (per method); flag
+    any other score that is not finite.
 
     * hscore: reduced dimension >= n - 1 makes the feature covariance singular; the score is
       K - 1 in exact arithmetic for every model, rounding noise in float32 (METRICS.md).
@@ -412,6 +413,18 @@ def degenerate_flags(
                 f"degenerate for {len(bad)} of {len(kept)} model(s) (e.g. "
                 f"{kept[bad[0]].name!r}): {why[method]}; shown as NaN. Use a smaller n_dims "
                 "or a larger probe"
+            )
+    # Anything else that is not finite is a numerical failure: say so, never a silent NaN.
+    explained = set(flags)
+    for method, values in scores.items():
+        if method in explained or method.removesuffix(PRIOR_SUFFIX) in explained:
+            continue
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values, np.float64)))
+        if bad.size:
+            flags[method] = (
+                f"not finite for {bad.size} of {len(kept)} model(s) (e.g. "
+                f"{kept[bad[0]].name!r}): a numerical failure of the scorer on these features; "
+                "please report it with the bank"
             )
     return flags
 

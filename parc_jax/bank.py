@@ -175,12 +175,28 @@ class Target:
         """Number of probe images."""
         return int(np.shape(self.labels)[0])
 
-    def reference_for(self, architecture: str) -> np.ndarray | None:
+    def reference_for(self, architecture: str | None) -> np.ndarray | None:
         """Reference features ``[n, d_r]`` for a model of ``architecture``, or None."""
+        index = self.reference_index(architecture)
+        return None if index is None else self.references()[index]
+
+    def references(self) -> list[np.ndarray]:
+        """The distinct reference feature arrays, in a fixed order (see reference_index)."""
         ref = self.reference_features
-        if ref is None or isinstance(ref, np.ndarray):
-            return ref
-        return ref.get(architecture)
+        if ref is None:
+            return []
+        return [ref] if isinstance(ref, np.ndarray) else list(ref.values())
+
+    def reference_index(self, architecture: str | None) -> int | None:
+        """Position in :meth:`references` of the reference a model of ``architecture`` is
+        compared with (None: there is none)."""
+        ref = self.reference_features
+        if ref is None:
+            return None
+        if isinstance(ref, np.ndarray):
+            return 0
+        keys = list(ref)
+        return keys.index(architecture) if architecture in keys else None
 
 
 @dataclass(eq=False)

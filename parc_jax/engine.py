@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from parc_jax import numerics
+from parc_jax.bank import Target
 from parc_jax.scorers.registry import FEATURES, META, PROBS, REFERENCE, SCORERS, ScorerSpec
 from parc_jax.scorers.transrate import class_block_size
 from parc_jax.validation import check_labels
@@ -58,45 +59,8 @@ def bucket_width(d: int) -> int:
     return top * 2 ** math.ceil(math.log2(d / top))
 
 
-@dataclasses.dataclass(frozen=True)
-class TargetInfo:
-    """What every model of a bank shares: the probe labels and the target's facts."""
-
-    name: str
-    labels: np.ndarray  # int32 [n] or float32 [n, K]
-    num_classes: int
-    num_images: int | None = None
-    reference_features: np.ndarray | Mapping[str, np.ndarray] | None = None
-
-    @property
-    def multilabel(self) -> bool:
-        return self.labels.ndim == 2
-
-    @property
-    def n(self) -> int:
-        return int(self.labels.shape[0])
-
-    def reference_for(self, architecture: str | None) -> np.ndarray | None:
-        index = self.reference_index(architecture)
-        return None if index is None else self.references()[index]
-
-    def references(self) -> list[np.ndarray]:
-        """The distinct reference feature arrays, in a fixed order (see reference_index)."""
-        ref = self.reference_features
-        if ref is None:
-            return []
-        return [ref] if isinstance(ref, np.ndarray) else list(ref.values())
-
-    def reference_index(self, architecture: str | None) -> int | None:
-        """Position in :meth:`references` of the reference a model of ``architecture`` is
-        compared with (None: there is none)."""
-        ref = self.reference_features
-        if ref is None:
-            return None
-        if isinstance(ref, np.ndarray):
-            return 0
-        keys = list(ref)
-        return keys.index(architecture) if architecture in keys else None
+# What every model of a bank shares (probe labels, the target's facts): the bank's own Target.
+TargetInfo = Target
 
 
 @dataclasses.dataclass

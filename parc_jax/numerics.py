@@ -333,8 +333,15 @@ def _pca_finish(
     # Weak components of a float32 Gram/covariance eigendecomposition carry errors of order
     # eps * lambda_max / gap; this step brings them to eps * sigma_max / gap.
     # The SVD of the thin projection goes through its QR: the [F, F] SVD is one batched
-    # solver call on GPUs, a tall one is one call per model.
-    q, r = qr_near_orthogonal(matmul(xc, v))
+    # solver call on GPUs, a tall one is one call per model. On the Gram side the projected
+    # columns are the kept components, near-orthogonal: a Cholesky QR (batched on GPUs). On
+    # the covariance side (n > d) every eigenvector is kept, so that with F >= rank the
+    # Rayleigh-Ritz step spans the whole feature space and recovers even weak components
+    # exactly; beyond the rank the projected columns are rounding noise, linearly dependent on
+    # the others, which a Cholesky QR cannot factor (NaN: 64 components of AlexNet features of
+    # rank 36-59 on the shipped example bank), so Householder QR there (n > d: small d).
+    y = matmul(xc, v)
+    q, r = qr_near_orthogonal(y) if gram_side else jnp.linalg.qr(y)
     ur, sing, wt = jnp.linalg.svd(r)
     u_small = matmul(q, ur)
     v = matmul(v, wt.T)

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from toybank import toy_bank
 
@@ -128,3 +129,10 @@ def test_no_bank_scores_the_shipped_example(capsys):
     code, out, err = run(["--methods", "parc,leep", "--top", "3", "--no-progress"], capsys)
     assert code == 0, err
     assert len(out.splitlines()) == 6
+    # every scorer gives every shipped model a finite score (rsa, dds and gbc once printed nan)
+    code, out, err = run(["--methods", "all", "--format", "json", "--no-progress"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["methods"]) == len(SCORERS) and not doc["flags"], doc["flags"]
+    for model in doc["models"]:
+        assert all(np.isfinite(v) for v in model["scores"].values()), model

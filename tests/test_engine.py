@@ -15,7 +15,7 @@ from toybank import K
 from toybank import toy_bank as _bank
 
 from parc_jax import engine, reference
-from parc_jax.api import ScoreResult, _target_info, probe_subsample, score_bank
+from parc_jax.api import ScoreResult, probe_subsample, score_bank
 from parc_jax.bank import Bank, ModelEntry, Target, write_bank
 from parc_jax.scorers.logistic import stratified_half
 from parc_jax.scorers.registry import SCORERS
@@ -99,7 +99,7 @@ def test_one_pca_per_chunk_serves_every_width_bucket_and_method():
     methods = ["parc", "hscore", "gbc", "rsa"]
     res = score_bank(b, methods=methods, chunk_size=2, progress=False)
     assert _traces() == {"reduce": 3, "parc": 1, "hscore": 1, "gbc": 1, "rsa": 1}  # +1: refs
-    refs = _target_info(b.target).references()
+    refs = b.target.references()
     ref_width = engine.bucket_width(max(r.shape[1] for r in refs))
 
     def padded(x, width):  # as the engine pads: a float rounding apart from unpadded
@@ -150,6 +150,19 @@ def test_a_single_reference_is_ranked_once_per_chunk_not_per_model(distinct):
     batched, unbatched = sorts.count((b, pairs)), sorts.count((pairs,))
     assert batched > 0 and batched + unbatched == len(sorts), sorts
     assert unbatched == (batched if distinct == 1 else 0), sorts
+
+
+def test_a_non_finite_score_is_flagged_never_silent(bank):
+    """A NaN no degeneracy rule explains is reported as a numerical failure, naming a model;
+    its depth-prior column is flagged too."""
+    from parc_jax.api import _narrow, _target_info, degenerate_flags
+
+    kept = [_narrow(m) for m in bank.models[:3]]
+    scores = {"parc": np.array([1.0, np.nan, 2.0]), "parc+l": np.array([0.1, np.nan, 0.2]),
+              "knn": np.array([50.0, 60.0, 70.0])}  # fmt: skip
+    flags = degenerate_flags(kept, _target_info(bank.target), {"parc": 32, "knn": None}, scores)
+    assert set(flags) == {"parc", "parc+l"}
+    assert "not finite for 1 of 3" in flags["parc"] and repr(kept[1].name) in flags["parc"]
 
 
 def test_bucket_width_ladder():

@@ -628,6 +628,33 @@ def test_fast_pca_rank_deficient_features_are_finite():
         assert np.isfinite(fast) and abs(fast - exact) < 0.2, (m.name, fast, exact)
 
 
+def test_pca_to_more_components_than_the_rank_is_finite_and_exact():
+    """Regression: 64 components of 64 AlexNet features of rank 36-59 (covariance side,
+    n > d). A Cholesky QR of the projected data (columns beyond the rank: rounding noise,
+    linearly dependent) gave NaN PCA scores, so rsa, dds, gbc and gbc_spherical printed nan
+    on the shipped example bank. Both PCA modes are finite, and GBC (64 components, each
+    standardised: weak ones count fully) matches the float64 reference."""
+    from pathlib import Path
+
+    from parc_jax.bank import read_bank
+    from parc_jax.scorers.gbc import gbc
+
+    bank = read_bank(Path(__file__).parents[1] / "benchmarks/groundtruth/banks/coil20.msgpack")
+    labels, k = bank.target.labels, bank.target.num_classes
+    pca64 = jax.jit(lambda a: numerics.pca(a, 64))
+    for m in bank.models:
+        if m.architecture != "alexnet":
+            continue
+        x = np.asarray(m.features, np.float32)
+        for mode in numerics.PCA_MODES:
+            with numerics.pca_mode(mode):
+                scores, _ = pca64(jnp.asarray(x))
+            assert np.isfinite(np.asarray(scores)).all(), (m.name, mode)
+        got = float(gbc(x, labels, num_classes=k))
+        want = ref.gbc(x.astype(np.float64), labels, num_classes=k, n_dims=64)
+        assert got == pytest.approx(want, rel=RTOL), (m.name, got, want)
+
+
 @pytest.mark.parametrize("variant", ["householder", "cholesky"])
 def test_fast_pca_orthonormalisations_agree_with_exact(monkeypatch, variant):
     """Both ways of orthonormalising the subspace block stay within 0.2 PARC points, and the
