@@ -45,8 +45,11 @@ def test_halving_survivors_carry_full_probe_scores():
     full_scores = dict(zip(full.names, full.scores["parc"]))
     finalists = [n for n in res.ranking if res.rounds[n] == 1]
     assert len(finalists) == 5 and res.ranking[:5] == finalists
+    # Finalists are scored in other chunks than the full run: float32 rounding of other batch
+    # shapes may swap near-tied pair distances of a rank statistic (5e-5, as in the engine's
+    # sharded test; measured 1.1e-5 here).
     for name in finalists:
-        assert res.scores[name] == pytest.approx(float(full_scores[name]), rel=1e-5)
+        assert res.scores[name] == pytest.approx(float(full_scores[name]), rel=5e-5)
     assert res.scores[finalists[0]] == max(res.scores[n] for n in finalists)
     assert res.cost_fraction == pytest.approx((9 * 0.25 + 5 * 1.0) / 9)
 
