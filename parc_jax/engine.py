@@ -482,10 +482,10 @@ def chunk_scorer(
 
     Per chunk: one program reduces the features to every ``n_dims`` the methods use (one PCA
     shared by all of them; it also hands TransRate the spectrum it would compute again), then
-    one program per method. The target's reference features
-    (rsa, dds) are reduced here, once for the whole stream, not once per model. With
-    ``timings``, every program is waited for and its seconds are added to
-    ``timings["pca"]`` or ``timings[method]`` (a profile; it serialises the programs).
+    one program per method. The target's reference features (rsa, dds) are reduced here,
+    once for the whole stream, not once per model. With ``timings``, every program is waited
+    for and its seconds are added to ``timings["pca"]`` or ``timings[method]`` (a profile; it
+    serialises the programs).
     """
     labels, train_mask, k = _probe_inputs(target, index, options)
     t_images = np.float32(target.num_images or 0)
