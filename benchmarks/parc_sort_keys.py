@@ -87,8 +87,7 @@ def spearman_two_valued_payload(values: jax.Array, high: jax.Array) -> jax.Array
     labels gathered through the permutation (kept here as the comparison)."""
     m = values.shape[0]
     c, order, t = numerics._twice_centred_ranks_sorted(numerics._order_keys(values))
-    t = t.astype(jnp.float32)
-    tie_term = jnp.sum(t * t - 1.0)
+    tie_term = numerics._tie_term(t)
     s_high = numerics._int_block_sum(c * high.astype(jnp.int32)[order]) / 2.0
     m1 = jnp.sum(high.astype(jnp.float32))
     m0 = jnp.float32(m) - m1

@@ -40,7 +40,7 @@ from parc_jax.scorers.registry import SCORERS
 from parc_jax.synthetic import synthetic_bank
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import device_name, tiled_bank, timed  # noqa: E402
+from throughput import device_name, engine_scorer, tiled_bank, timed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_PARC_S = 0.05
@@ -99,9 +99,7 @@ def measure_chunk_size(
           file=sys.stderr, flush=True)  # fmt: skip
 
     def method_run(ms: tuple[str, ...], pca: str = "exact") -> Callable[[], object]:
-        opts = engine.EngineOptions(methods=ms, dims=tuple(engine.method_dims(ms).items()),
-                                    pca=pca, chunk_size=chunk)  # fmt: skip
-        fn = engine.chunk_scorer(opts, target)
+        fn = engine_scorer(ms, target, chunk, pca)
         return lambda: [fn(c) for c in chunks]
 
     scores = {}

@@ -29,7 +29,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -119,6 +119,21 @@ def reference_per_model(times: list[float], b: int) -> float:
     return statistics.fmean(times[i % len(times)] for i in range(b))
 
 
+def engine_scorer(
+    methods: Sequence[str],
+    target: engine.TargetInfo,
+    chunk: int,
+    pca: str = "exact",
+    timings: dict[str, float] | None = None,
+) -> Callable[[dict], dict]:
+    """``engine.chunk_scorer`` for ``methods`` at their default reductions, as ``score_bank``
+    runs them in one pass."""
+    options = engine.EngineOptions(methods=tuple(methods),
+                                   dims=tuple(engine.method_dims(methods).items()), pca=pca,
+                                   chunk_size=chunk)  # fmt: skip
+    return engine.chunk_scorer(options, target, timings=timings)
+
+
 def time_device_only(
     methods: list[str],
     bank: Bank,
@@ -131,11 +146,7 @@ def time_device_only(
     ``breakdown``, one more pass fills it with the seconds of each program (the shared PCA,
     each method) over all chunks, each program waited for before the next starts."""
     target = _target_info(bank.target)
-    dims = engine.method_dims(methods)
-    options = engine.EngineOptions(
-        methods=tuple(methods), dims=tuple(dims.items()), pca=pca, chunk_size=chunk
-    )
-    fn = engine.chunk_scorer(options, target)
+    fn = engine_scorer(methods, target, chunk, pca)
     chunks = [
         jax.device_put(arrays)
         for _, _, arrays in engine._chunks((_narrow(m) for m in bank.models), target, methods,
@@ -150,7 +161,7 @@ def time_device_only(
         jax.block_until_ready(outs)
         times.append(time.perf_counter() - t0)
     if breakdown is not None:
-        profiled = engine.chunk_scorer(options, target, timings=breakdown)
+        profiled = engine_scorer(methods, target, chunk, pca, timings=breakdown)
         for c in chunks:
             profiled(c)
     return statistics.median(times)

@@ -248,7 +248,7 @@ def _assemble(
     if z:
         out["probs"] = _stack_padded([m.probs for m in rows], z, np.float32, buffers)
         out["prob_mask"] = _masks([m.probs.shape[1] for m in rows], z)
-    if REFERENCE in needs:  # the references themselves are reduced once, see _ReferenceTables
+    if REFERENCE in needs:  # the references themselves are reduced once: _reference_tables
         out["reference_index"] = np.array(
             [target.reference_index(m.architecture) for m in rows], np.int32
         )

@@ -291,22 +291,22 @@ def _pca_many(
     gram_side = n <= d
     a = matmul(xc, xc.T) if gram_side else matmul(xc.T, xc)
     widths = sorted({_pca_width(k, n, d) for k in n_dims}, reverse=True)
-    eig, spec, after = None, None, None
-    if _PCA_MODE.get() == "exact" or spectrum:
+    exact = _PCA_MODE.get() == "exact"
+    spec, after = None, None
+    if exact or spectrum:
         vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
-        eig = (vals[::-1], vecs[:, ::-1])
         spec = Spectrum(a, vals) if spectrum else None
-        if _PCA_MODE.get() != "exact":
-            eig, after = None, vals  # the widths run their own subspace iterations, after it
+        if not exact:
+            after = vals  # the widths run their own subspace iterations, after this eigh
     done: dict[int, tuple[jax.Array, jax.Array]] = {}
     for width in widths:
         # One factorisation after the other: batched ones must not overlap on XLA:CPU's pool
         # (see `sequenced`).
-        aw, xw = (a, xc) if after is None else (sequenced(a, after), sequenced(xc, after))
-        if eig is not None:
-            lam, vec = eig[0][:width], eig[1][:, :width]
+        xw = xc if after is None else sequenced(xc, after)
+        if exact:
+            lam, vec = vals[::-1][:width], vecs[:, ::-1][:, :width]
         else:
-            lam, vec = _top_eigenvectors(aw, width)
+            lam, vec = _top_eigenvectors(a if after is None else sequenced(a, after), width)
         done[width] = _pca_finish(xw, lam, vec, gram_side, jnp.minimum(width, d_valid))
         after = done[width][0]
     return [done[_pca_width(k, n, d)] for k in n_dims], spec
@@ -459,6 +459,20 @@ def _tie_bounds_by_search(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     return left, right
 
 
+def _ranks_from_bounds(first: jax.Array, last: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
+    """``(c, t)`` from each element's tie group ``[first, last]`` (0-based positions in sorted
+    order) among ``m``: ``c = 2 r - (m + 1)`` with ``r`` the 1-based average rank (exact
+    integers, ties included), and ``t`` the size of the element's tie group."""
+    return (first + last + 1 - m).astype(jnp.int32), last - first + 1
+
+
+def _tie_term(t: jax.Array) -> jax.Array:
+    """``sum over tie groups of (t^3 - t)`` from every element's group size ``t``: each of a
+    group's ``t`` members adds ``t^2 - 1``."""
+    t = t.astype(jnp.float32)
+    return jnp.sum(t * t - 1.0)
+
+
 def _centred_ranks(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Average ranks of ``v: [m]`` as exact integers ``c = 2 r - (m + 1)`` in ``v``'s order,
     and ``tie_term = sum over tie groups of (t^3 - t)``.
@@ -473,15 +487,13 @@ def _centred_ranks(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     c, t = lax.platform_dependent(
         keys, cpu=_centred_ranks_by_search, default=_centred_ranks_by_sort
     )
-    t = t.astype(jnp.float32)
-    return c, jnp.sum(t * t - 1.0)  # each of a group's t members adds t^2 - 1: t (t^2 - 1)
+    return c, _tie_term(t)
 
 
 def _centred_ranks_by_search(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(c, t)`` of int32 ``keys: [m]`` in their order: ``c = 2 r - (m + 1)`` and the size of
     each key's tie group, by binary searches (see :func:`_centred_ranks`)."""
-    left, right = _tie_bounds_by_search(keys)
-    return (left + right + 1 - keys.shape[0]).astype(jnp.int32), right - left + 1
+    return _ranks_from_bounds(*_tie_bounds_by_search(keys), keys.shape[0])
 
 
 def _centred_ranks_by_sort(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -497,8 +509,8 @@ def _twice_centred_ranks_sorted(keys: jax.Array) -> tuple[jax.Array, jax.Array, 
     m = keys.shape[0]
     order = jnp.arange(m, dtype=jnp.int32)
     sorted_keys, order = lax.sort((keys, order), num_keys=1, is_stable=True)
-    first, last = _tie_groups(sorted_keys)
-    return (first + last + 2 - (m + 1)).astype(jnp.int32), order, last - first + 1
+    c, t = _ranks_from_bounds(*_tie_groups(sorted_keys), m)
+    return c, order, t
 
 
 def average_ranks(v: jax.Array) -> jax.Array:
@@ -550,13 +562,11 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "se
     keys = _order_keys(values)
     flags = high.astype(jnp.int32)
     if method == "search":
-        left, right = _tie_bounds_by_search(keys)
+        c, t = _ranks_from_bounds(*_tie_bounds_by_search(keys), m)
     else:
         sorted_keys, flags = lax.sort((keys, flags), num_keys=1)
-        left, right = _tie_groups(sorted_keys)
-    c = (left + right + 1 - m).astype(jnp.int32)  # 2 r - (m + 1), r the 1-based average rank
-    t = (right - left + 1).astype(jnp.float32)
-    tie_term = jnp.sum(t * t - 1.0)  # each of a group's t members adds t^2 - 1: t (t^2 - 1)
+        c, t = _ranks_from_bounds(*_tie_groups(sorted_keys), m)
+    tie_term = _tie_term(t)
     s_high = _int_block_sum(c * flags) / 2.0  # sum over high of (r - rbar)
     m1 = jnp.sum(high.astype(jnp.float32))
     m0 = jnp.float32(m) - m1

@@ -81,11 +81,11 @@ def _logdet_identity_plus(m: jax.Array, rank_bound: jax.Array) -> jax.Array:
 
 
 def _log1p_live(lam: jax.Array, rank_bound: jax.Array) -> jax.Array:
-    """``sum log1p(lam)`` of a PSD matrix's ascending eigenvalues ``lam: [s]`` where the
-    ``s - rank_bound`` smallest are zero by construction and set so."""
-    s = lam.shape[0]
-    lam = jnp.where(jnp.arange(s) < s - rank_bound, 0.0, jnp.maximum(lam, 0.0))
-    return jnp.sum(jnp.log1p(lam))
+    """``sum log1p(lam)`` over PSD matrices' ascending eigenvalues ``lam: [..., s]`` where, per
+    matrix, the ``s - rank_bound[...]`` smallest are zero by construction and set so."""
+    s = lam.shape[-1]
+    null = jnp.arange(s) < s - jnp.expand_dims(rank_bound, -1)
+    return jnp.sum(jnp.log1p(jnp.where(null, 0.0, jnp.maximum(lam, 0.0))))
 
 
 def _class_terms_on_gram(
@@ -133,9 +133,7 @@ def _class_terms_on_blocks(
     scale = 1.0 / (jnp.maximum(counts, 1.0) * eps)
     g = jnp.where(live[:, :, None] & live[:, None, :], g, 0.0) * scale[:, None, None]
     lam = jnp.linalg.eigh(g, symmetrize_input=True)[0]  # ascending, per class
-    rank = jnp.minimum(sizes, d_live.astype(jnp.int32))
-    lam = jnp.where(slot[None, :] < block - rank[:, None], 0.0, jnp.maximum(lam, 0.0))
-    return jnp.sum(jnp.log1p(lam))
+    return _log1p_live(lam, jnp.minimum(sizes, d_live.astype(jnp.int32)))
 
 
 def class_block_size(labels: Any, num_classes: int) -> int:
