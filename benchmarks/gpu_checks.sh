@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Every GPU check of the engine in one go, for a machine with one NVIDIA GPU and a CUDA build
-# of JAX (at most 9.5 minutes by its stage limits): the engine-versus-reference tests on the GPU, the
-# 1,000-model targets, the profile of PARC's pieces, and (STAGES=sweep) the throughput sweep. Each stage has its own time limit and writes as it
+# of JAX (at most 9.7 minutes by its stage limits): the engine-versus-reference tests on the
+# GPU, the 1,000-model targets, the profile of PARC's pieces and the host's chunk assembly,
+# and (STAGES=sweep) the throughput sweep. Each stage has its own time limit and writes as it
 # goes, so a stage that fails or runs out of time leaves the others' results.
 #
 #     benchmarks/gpu_checks.sh [OUTDIR]        # default benchmarks/results/gpu
 #
-# OUTDIR gets run.log (everything printed), profile_parc-gpu.json, targets-gpu.{json,md},
-# throughput-gpu.{json,md}. STAGES (default "tests targets profile") picks from tests,
-# targets, profile, sweep; they run in that order.
+# OUTDIR gets run.log (everything printed), profile_parc-gpu.json, assembly-gpu-host.json,
+# targets-gpu.{json,md}, throughput-gpu.{json,md}. STAGES (default "tests targets profile")
+# picks from tests, targets, profile, sweep; they run in that order.
 # SMOKE=1 runs the same stages at toy sizes (about 3 minutes on 2 CPU cores): try the script
 # there before spending device time on it.
 set -uo pipefail
@@ -20,6 +21,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 py=$(command -v python3 || command -v python)
 
 profile=()
+assembly=(--models 500 --repeats 2 --threads 1 0)
 targets=(--repeats 3 --methods parc rsa dds leep nce hscore hscore_shrink logme transrate gbc
   gbc_spherical knn heuristic)
 logistic=(--repeats 1 --e2e-repeats 1 --methods logistic --parc-chunk-sizes)
@@ -29,6 +31,7 @@ sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hsco
 if [[ ${SMOKE:-0} == 1 ]]; then
   small=(--pool 3 --n 200 --num-classes 20 --z 100)
   profile=(--models 8 --n 200 --d 256)
+  assembly=(--models 32 --d 256 --repeats 2 --threads 1 0)
   targets=(--repeats 2 --models 16 --chunk-sizes 16 --parc-chunk-sizes 8 --d 256 "${small[@]}"
     --methods parc leep logme)
   logistic=(--repeats 1 --e2e-repeats 1 --models 16 --chunk-sizes 16 --d 256 "${small[@]}"
@@ -70,6 +73,9 @@ fi
 if want profile; then
   stage "profile: PARC's pieces over 1,000 models"
   timeout 90 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
+    2>&1 | tee -a "$log"
+  stage "host assembly of a 500-model chunk: 1 thread and the engine's default"
+  timeout 30 $py benchmarks/assembly.py "${assembly[@]}" --out "$out/assembly-gpu-host.json" \
     2>&1 | tee -a "$log"
 fi
 

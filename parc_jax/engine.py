@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -216,13 +218,55 @@ def _stack_padded(
 ) -> np.ndarray:
     """``[len(arrays), rows, width]``: each ``[rows, d_i]`` array zero-padded to ``width``
     columns, written straight into one (possibly reused) block: every element is written, so
-    a reused buffer keeps nothing of its last chunk."""
+    a reused buffer keeps nothing of its last chunk.
+
+    A large block is written by a few threads, each a contiguous run of models: NumPy copies
+    release the GIL, and writing fresh memory is bound by the kernel's page faults, which run
+    on the faulting thread (``benchmarks/assembly.py``).
+    """
     shape = (len(arrays), arrays[0].shape[0], width)
     out = buffers.empty(shape, dtype) if buffers is not None else np.empty(shape, dtype)
-    for i, x in enumerate(arrays):
-        out[i, :, : x.shape[1]] = x
-        out[i, :, x.shape[1] :] = 0
+
+    def fill(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            x = arrays[i]
+            out[i, :, : x.shape[1]] = x
+            out[i, :, x.shape[1] :] = 0
+
+    workers = min(_assembly_workers(), len(arrays), max(1, out.nbytes // _BYTES_PER_WORKER))
+    if workers == 1:
+        fill(0, len(arrays))
+    else:
+        bounds = np.linspace(0, len(arrays), workers + 1).astype(int)
+        # list() re-raises a worker's exception here
+        list(_assembly_pool().map(fill, bounds[:-1], bounds[1:]))
     return out
+
+
+_BYTES_PER_WORKER = 32 << 20  # below this a thread costs more than it saves
+_MAX_ASSEMBLY_THREADS = 8  # memory bandwidth, not cores, bounds the copies beyond a few
+# Threads per large block: None = one per available core, at most _MAX_ASSEMBLY_THREADS.
+ASSEMBLY_THREADS: int | None = None
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _assembly_workers() -> int:
+    if ASSEMBLY_THREADS is not None:
+        return max(1, min(_MAX_ASSEMBLY_THREADS, ASSEMBLY_THREADS))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(_MAX_ASSEMBLY_THREADS, cores or 1))
+
+
+def _assembly_pool() -> ThreadPoolExecutor:
+    """The process's chunk-assembly threads, made on first use (idle threads of a
+    ``ThreadPoolExecutor`` do not keep the interpreter from exiting)."""
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(
+                ThreadPoolExecutor(_MAX_ASSEMBLY_THREADS, thread_name_prefix="parc-jax-assembly")
+            )
+        return _POOL[0]
 
 
 def _masks(widths: Sequence[int], width: int) -> np.ndarray:

@@ -536,10 +536,10 @@ def _int_block_sum(c: jax.Array, *, block: int = 4096) -> jax.Array:
     return jnp.sum(blocks.astype(jnp.float32))
 
 
-SPEARMAN_TWO_VALUED_METHODS = ("search", "pairs")
+SPEARMAN_TWO_VALUED_METHODS = ("auto", "search", "pairs")
 
 
-def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "search") -> jax.Array:
+def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "auto") -> jax.Array:
     """Spearman correlation between ``values: [m]`` and a two-valued variable, exactly.
 
     ``high: bool [m]`` marks entries of the two-valued variable's larger value. With average
@@ -547,25 +547,28 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "se
     ranking and the correlation is a point-biserial one:
     ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``.
 
-    ``method="search"`` (default): one sort of the bare int32 keys, no payload; each value's
-    tie group spans ``[left, right)`` of the sorted keys (two binary searches), so
+    ``method="search"``: one sort of the bare int32 keys, no payload; each value's tie group
+    spans ``[left, right)`` of the sorted keys (two binary searches), so
     ``2 r - (m + 1) = left + right - m`` exactly, ties included. On XLA:CPU this is ~2.4x
     faster per PARC call than sorting (key, index) pairs (``benchmarks/parc_sort_keys.py``).
-    On an H100 the two binary searches took 70 of its 75 ms for 1,000 models (n = 500) while
-    the sort took 5 ms (``benchmarks/profile_parc.py``). ``method="pairs"``: one sort of
-    (key, high) pairs, then tie groups by two scans over the sorted keys; the same integers,
-    so the same result. Static.
+    ``method="pairs"``: one sort of (key, high) pairs, then tie groups by two scans over the
+    sorted keys; the same integers, so the same result. On an H100 the two binary searches
+    took 70 of the search method's 75 ms for 1,000 models (n = 500) while the sort alone took
+    5 ms (``benchmarks/profile_parc.py``), so ``method="auto"`` (default) takes the search on
+    the CPU and the pairs elsewhere, as :func:`_centred_ranks` does. Static.
     """
     if method not in SPEARMAN_TWO_VALUED_METHODS:
         raise ValueError(f"method: expected one of {SPEARMAN_TWO_VALUED_METHODS}, got {method!r}")
     m = values.shape[0]
     keys = _order_keys(values)
     flags = high.astype(jnp.int32)
-    if method == "search":
-        c, t = _ranks_from_bounds(*_tie_bounds_by_search(keys), m)
+    if method == "auto":
+        c, t, flags = lax.platform_dependent(
+            keys, flags, cpu=_two_valued_by_search, default=_two_valued_by_pairs
+        )
     else:
-        sorted_keys, flags = lax.sort((keys, flags), num_keys=1)
-        c, t = _ranks_from_bounds(*_tie_groups(sorted_keys), m)
+        by = _two_valued_by_search if method == "search" else _two_valued_by_pairs
+        c, t, flags = by(keys, flags)
     tie_term = _tie_term(t)
     s_high = _int_block_sum(c * flags) / 2.0  # sum over high of (r - rbar)
     m1 = jnp.sum(high.astype(jnp.float32))
@@ -573,6 +576,17 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "se
     ss_r = _centred_sum_squares(m, tie_term)
     ss_label = m0 * m1 * jnp.float32(m) / 4.0
     return (jnp.float32(m) / 2.0) * s_high / jnp.sqrt(ss_r * ss_label)
+
+
+def _two_valued_by_search(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
+    """``(c, t, flags)`` of int32 ``keys, flags: [m]`` in their own order (binary searches)."""
+    return (*_ranks_from_bounds(*_tie_bounds_by_search(keys), keys.shape[0]), flags)
+
+
+def _two_valued_by_pairs(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
+    """:func:`_two_valued_by_search`'s integers in sorted order, the flags sorted with them."""
+    sorted_keys, flags = lax.sort((keys, flags), num_keys=1)
+    return (*_ranks_from_bounds(*_tie_groups(sorted_keys), keys.shape[0]), flags)
 
 
 def spearman(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -382,3 +382,21 @@ def test_reused_host_buffers_keep_nothing_of_the_last_chunk():
     np.testing.assert_array_equal(out[0], np.pad(arrays[0], ((0, 0), (0, 5))))
     np.testing.assert_array_equal(out[1], np.pad(arrays[1], ((0, 0), (0, 2))))
     assert engine._stack_padded(arrays, 8, np.float32, buffers) is not out  # pool now empty
+
+
+def test_threaded_assembly_writes_every_model_and_raises_workers_errors(monkeypatch):
+    """A large block is split over threads (forced here on a small one): every model lands in
+    its own row, padded with zeros over a stale reused buffer, converted to the block's dtype,
+    and a worker's error reaches the caller."""
+    monkeypatch.setattr(engine, "ASSEMBLY_THREADS", 3)
+    monkeypatch.setattr(engine, "_BYTES_PER_WORKER", 1)
+    rng = np.random.default_rng(3)
+    arrays = [rng.normal(size=(4, w)).astype(np.float32) for w in (3, 8, 1, 5, 8, 2, 7)]
+    buffers = engine.HostBuffers()
+    buffers.give_back({"features": np.full((7, 4, 8), np.nan, np.float16)})
+    out = engine._stack_padded(arrays, 8, np.float16, buffers)
+    assert engine._assembly_workers() == 3 and out.dtype == np.float16
+    want = np.stack([np.pad(a, ((0, 0), (0, 8 - a.shape[1]))) for a in arrays]).astype(np.float16)
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="broadcast"):
+        engine._stack_padded(arrays[:6] + [np.ones((3, 2), np.float32)], 8, np.float32)

@@ -700,7 +700,7 @@ def test_spearman_two_valued_methods_match_scipy_with_ties():
             jnp.asarray(values), jnp.asarray(high)))
         for method in numerics.SPEARMAN_TWO_VALUED_METHODS
     }  # fmt: skip
-    assert got["search"] == got["pairs"]  # the same integers
+    assert got["search"] == got["pairs"] == got["auto"]  # the same integers
     np.testing.assert_allclose(got["search"], want, rtol=1e-5)
     with pytest.raises(ValueError, match="method"):
         numerics.spearman_two_valued(jnp.asarray(values), jnp.asarray(high), method="bogus")
