@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,8 @@ from typing import Any, BinaryIO
 import msgpack
 import numpy as np
 from flax import serialization
+
+from parc_jax.atomic import atomic_file
 
 __all__ = [
     "FORMAT",
@@ -1052,19 +1053,6 @@ def _features_dtype(value: Any) -> np.dtype | None:
     return dtype
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
 def _write_stream(
     path: str | os.PathLike,
     target: Target,
@@ -1088,42 +1076,26 @@ def _write_stream(
     if not out.parent.is_dir():
         raise ValueError(f"path: the directory {out.parent} does not exist; create it first")
     packer = msgpack.Packer()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(packer.pack_map_header(4))
-            f.write(packer.pack("format") + packer.pack(FORMAT))
-            f.write(packer.pack("version") + packer.pack(VERSION))
-            f.write(
-                packer.pack("target") + serialization.msgpack_serialize(_target_to_tree(target))
+    with atomic_file(out) as f:
+        f.write(packer.pack_map_header(4))
+        f.write(packer.pack("format") + packer.pack(FORMAT))
+        f.write(packer.pack("version") + packer.pack(VERSION))
+        f.write(packer.pack("target") + serialization.msgpack_serialize(_target_to_tree(target)))
+        f.write(packer.pack("models") + packer.pack_array_header(count))
+        written = 0
+        for i, model in enumerate(models):
+            tree = _model_to_tree(model, features_dtype)
+            if validate:
+                # checks the cast (float16 overflow) and normalises meta (tuples -> lists)
+                tree = _model_to_tree(_parse_model(tree, i, target, shard))
+            f.write(serialization.msgpack_serialize(tree))
+            written += 1
+        if written != count:
+            raise BankError(
+                f"{shard}: expected {count} models but the inputs gave {written}; did an "
+                "input change while writing?",
+                shard=shard,
             )
-            f.write(packer.pack("models") + packer.pack_array_header(count))
-            written = 0
-            for i, model in enumerate(models):
-                tree = _model_to_tree(model, features_dtype)
-                if validate:
-                    # checks the cast (float16 overflow) and normalises meta (tuples -> lists)
-                    tree = _model_to_tree(_parse_model(tree, i, target, shard))
-                f.write(serialization.msgpack_serialize(tree))
-                written += 1
-            if written != count:
-                raise BankError(
-                    f"{shard}: expected {count} models but the inputs gave {written}; did an "
-                    "input change while writing?",
-                    shard=shard,
-                )
-            f.flush()
-            os.fsync(f.fileno())
-        mode = out.stat().st_mode & 0o777 if out.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(out.parent)
 
 
 def write_bank(

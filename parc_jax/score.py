@@ -204,6 +204,40 @@ def _run_halving(args, bank: str, methods, n_dims) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_sort_by(sort_by: str, methods: list[str] | str, depth_prior: bool) -> None:
+    """Before scoring: ``sort_by`` must name a scorer that will be run (with ``all``, whether
+    the bank supports it is known only after reading it; that is checked afterwards)."""
+    from parc_jax.api import PRIOR_SUFFIX
+    from parc_jax.scorers.registry import SCORERS
+
+    base = list(SCORERS) if methods == "all" else methods
+    names = base + ([m + PRIOR_SUFFIX for m in base] if depth_prior else [])
+    if sort_by not in names:
+        raise _ArgumentError(
+            f"--sort-by: {sort_by!r} is not among the methods to score ({', '.join(names)})"
+        )
+
+
+def _check_output(path: str) -> None:
+    """Before scoring, not after it: the output must be a file in a folder we can create or
+    write (the write itself is atomic and creates missing parent folders)."""
+    out = Path(path)
+    if out.is_dir():
+        raise _ArgumentError(f"--output: {path} is a directory; name a file")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise _ArgumentError(f"--output: cannot create {path}: {folder} is not a writable folder")
+
+
+def _write_output(path: str, text: str) -> None:
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise _ArgumentError(f"--output: cannot write {path}: {exc.strerror or exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -215,6 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _ArgumentError("--methods: name at least one scorer, or 'all'")
         if args.top is not None and args.top < 1:
             raise _ArgumentError("--top: expected a positive int")
+        if args.seed < 0:
+            raise _ArgumentError(f"--seed: expected a non-negative int, got {args.seed}")
+        if args.sort_by is not None:
+            _check_sort_by(args.sort_by, methods, args.depth_prior)
+        if args.output:
+            _check_output(args.output)
         bank = args.bank or str(example_bank_path())
         if not os.path.exists(bank):
             raise _ArgumentError(f"--bank: {bank} does not exist")
@@ -236,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.halving is not None:
             text = _run_halving(args, bank, methods, n_dims)
             if args.output:
-                write_text(args.output, text)
+                _write_output(args.output, text)
             else:
                 sys.stdout.write(text)
             return 0
@@ -266,13 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = format_csv(result, args.sort_by, args.top)
         else:
             text = format_table(result, args.sort_by, args.top)
-    except ValueError as exc:  # BankError is a ValueError too
+    except (ValueError, _ArgumentError) as exc:  # BankError is a ValueError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if jax.process_index() != 0:
         return 0  # every process holds the result; one writes it
     if args.output:
-        write_text(args.output, text)
+        try:
+            _write_output(args.output, text)
+        except _ArgumentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -85,6 +87,52 @@ def test_output_file_is_written_atomically(bank_path, tmp_path, capsys):
     assert code == 0 and out == ""
     assert json.loads(out_file.read_text())["methods"] == ["parc"]
     assert [p.name for p in out_file.parent.iterdir()] == ["scores.json"]
+    # the permissions of a plain open(): umask applied, not mkstemp's 0o600 ...
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o666 & ~umask
+    # ... and a replaced file keeps its own
+    out_file.chmod(0o640)
+    code, _, _ = run(["--bank", bank_path, "--methods", "leep", "--format", "json",
+                      "--output", str(out_file), "--no-progress"], capsys)  # fmt: skip
+    assert code == 0 and json.loads(out_file.read_text())["methods"] == ["leep"]
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sort-by", "logme", "--methods", "parc"], "--sort-by"),
+        (["--sort-by", "parc+l", "--methods", "parc"], "--sort-by"),  # no --depth-prior
+        (["--sort-by", "bogus"], "--sort-by"),
+        (["--seed", "-3"], "--seed"),
+        (["--output", "{tmp}"], "is a directory"),
+        (["--output", "{tmp}/plain.txt/scores.json"], "not a writable folder"),
+    ],
+)
+def test_bad_arguments_fail_before_scoring(bank_path, tmp_path, capsys, monkeypatch, argv,
+                                           message):  # fmt: skip
+    (tmp_path / "plain.txt").write_text("a file, not a folder")
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before the arguments were checked")
+
+    monkeypatch.setattr("parc_jax.api.score_bank", no_scoring)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, out, err = run(["--bank", bank_path, "--no-progress", *argv], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_unwritable_output_is_one_line_not_a_traceback(bank_path, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("parc_jax.atomic.atomic_file", refuse)
+    code, out, err = run(["--bank", bank_path, "--methods", "leep", "--output",
+                          str(tmp_path / "s.txt"), "--no-progress"], capsys)  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--output" in err and "Permission denied" in err
 
 
 @pytest.mark.parametrize(
