@@ -55,7 +55,9 @@ nproc | tee -a "$log"
 if want tests; then
   stage "engine and scorers against the NumPy/SciPy references, on the GPU"
   workers=(); $py -c "import xdist" 2>/dev/null && workers=(-n 12)  # pytest-xdist if present
-  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 200 $py -m pytest -v "${workers[@]}" -rf --tb=short \
+  # one compilation cache for every worker (conftest's default is one per process)
+  JAX_COMPILATION_CACHE_DIR=$(mktemp -d) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 200 \
+    $py -m pytest -v "${workers[@]}" -rf --tb=short --durations=25 \
     -p no:cacheprovider -p no:benchmark tests/test_engine.py tests/test_scorers_stats.py \
     tests/test_scorers_parc.py tests/test_cli.py::test_no_bank_scores_the_shipped_example \
     "${tests[@]}" 2>&1 | tee -a "$log"

@@ -128,8 +128,9 @@ class _LbfgsState(NamedTuple):
 
 
 def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
-    # Elementwise product and sum: no matmul unit, so no TF32 on GPUs.
-    return jnp.sum(a * b)
+    # A dot product, not jnp.sum(a * b): under vmap XLA:CPU reduced the [B, N] product row by
+    # row ~3x slower than its batched dot (2.4x on a whole fit at B = 1). HIGHEST: no TF32.
+    return jnp.dot(a, b, precision=lax.Precision.HIGHEST)
 
 
 def _lbfgs_direction(g, s_mem, y_mem, rho, gamma, newest):
@@ -232,8 +233,9 @@ def fit_logistic(
         sy, yy = _dot(s, y), _dot(y, y)
         keep = accept & ~first & (sy > eps * jnp.sqrt(_dot(s, s) * yy))
         slot = (c.newest + 1) % MEMORY
-        s_mem = jnp.where(keep, c.s_mem.at[slot].set(s), c.s_mem)
-        y_mem = jnp.where(keep, c.y_mem.at[slot].set(y), c.y_mem)
+        # one row written in place, not a select over the whole [M, N] memory
+        s_mem = c.s_mem.at[slot].set(jnp.where(keep, s, c.s_mem[slot]))
+        y_mem = c.y_mem.at[slot].set(jnp.where(keep, y, c.y_mem[slot]))
         rho = jnp.where(keep, c.rho.at[slot].set(1.0 / jnp.where(keep, sy, 1.0)), c.rho)
         newest = jnp.where(keep, slot, c.newest)
         gamma = jnp.where(keep, sy / jnp.where(keep, yy, 1.0), c.gamma)
