@@ -460,12 +460,13 @@ def _method_fn(method: str, num_classes: int, class_block: int | None = None) ->
     if key in _COMPILED:
         return _COMPILED[key]
 
-    def one_model(x: dict[str, jax.Array], shared: dict[str, jax.Array], labels, train_mask,
+    def one_model(x: dict[str, jax.Array], shared: dict[str, jax.Array], labels, split,
                   t_images):  # fmt: skip
         t = {
             "labels": labels,
             "num_classes": num_classes,
-            "train_mask": train_mask,
+            "train_mask": split[0],
+            "train_rows": split[1],
             "target_images": t_images,
             "class_block": class_block,
         }
@@ -476,7 +477,7 @@ def _method_fn(method: str, num_classes: int, class_block: int | None = None) ->
 
     batched = jax.vmap(one_model, in_axes=(0, None, None, None, None))
 
-    def run(x, shared, labels, train_mask, t_images):
+    def run(x, shared, labels, split, t_images):
         _count_trace(key, x, shared)
         x, shared = dict(x), dict(shared)
         if "reference_index" in x:
@@ -486,14 +487,15 @@ def _method_fn(method: str, num_classes: int, class_block: int | None = None) ->
                 shared["reference_features"], shared["reference_mask"] = table[0], valid[0]
             else:
                 x["reference_features"], x["reference_mask"] = table[index], valid[index]
-        return batched(x, shared, labels, train_mask, t_images)
+        return batched(x, shared, labels, split, t_images)
 
     _COMPILED[key] = fn = jax.jit(run)
     return fn
 
 
 def _probe_inputs(target: TargetInfo, index: np.ndarray | None, options: EngineOptions):
-    """Labels, logistic split and class count for the probe (or a subset of it)."""
+    """Labels, logistic split (the training half as a mask and as row indices) and class count
+    for the probe (or a subset of it)."""
     labels = target.labels if index is None else target.labels[index]
     labels, k = check_labels(
         labels, num_classes=target.num_classes, allow_multilabel=True, method="scoring"
@@ -503,7 +505,8 @@ def _probe_inputs(target: TargetInfo, index: np.ndarray | None, options: EngineO
         from parc_jax.scorers.logistic import stratified_half
 
         train_mask = stratified_half(labels, seed=options.logistic_seed)
-    return jnp.asarray(labels), jnp.asarray(train_mask), k
+    split = (jnp.asarray(train_mask), jnp.asarray(np.flatnonzero(train_mask), jnp.int32))
+    return jnp.asarray(labels), split, k
 
 
 def _shared_dims(options: EngineOptions) -> tuple[int, ...]:
@@ -531,7 +534,7 @@ def chunk_scorer(
     for and its seconds are added to ``timings["pca"]`` or ``timings[method]`` (a profile; it
     serialises the programs).
     """
-    labels, train_mask, k = _probe_inputs(target, index, options)
+    labels, split, k = _probe_inputs(target, index, options)
     t_images = np.float32(target.num_images or 0)
     dims = dict(options.dims)
     widths = _shared_dims(options)
@@ -575,7 +578,7 @@ def chunk_scorer(
             if m in spectral:
                 xm["centred_matrix"], xm["centred_eigenvalues"] = spectrum
             out[m] = fn(xm, tables.get(dims[m], {}) if REFERENCE in SCORERS[m].inputs else {},
-                        labels, train_mask, t_images)  # fmt: skip
+                        labels, split, t_images)  # fmt: skip
             done(m, out[m])
         return out
 

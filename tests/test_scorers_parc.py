@@ -219,6 +219,7 @@ LOGISTIC_CASES = {
     "n200-d64-k100-zero-col": (2, 200, 64, 100, {"zero_column": True, "sep": 0.7}),
     "n200-d40-k100": (6, 200, 40, 100, {"sep": 0.7}),
     "n500-d2048-k3": (5, 500, 2048, 3, {"sep": 0.05}),
+    "n120-d90-k5": (7, 120, 90, 5, {"sep": 0.15}),  # n_t = 60 < d < n
 }
 L_WIDE, L_NARROW = "n200-d64-k100-zero-col", "n200-d40-k100"
 
@@ -258,6 +259,43 @@ def test_logistic_matches_reference(logistic_probes, case):
     want = ref.logistic(x, y, num_classes=k, train_mask=train)
     assert_same_accuracy(logistic(x, y, num_classes=k, train_mask=train), want, train)
     assert 0.0 < want < 100.0  # not trivial: a wrong fit would show
+
+
+def _qr_operand_shapes(fn, *args) -> list[tuple[int, ...]]:
+    """Shapes of every QR operand in ``fn``'s jaxpr, nested programs included."""
+    from jax.extend import core as jcore
+
+    def walk(jaxpr, out):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "qr":
+                out.append(tuple(eqn.invars[0].aval.shape))
+            for param in eqn.params.values():
+                if isinstance(param, jcore.ClosedJaxpr):
+                    walk(param.jaxpr, out)
+        return out
+
+    return walk(jax.make_jaxpr(fn)(*args).jaxpr, [])
+
+
+@pytest.mark.parametrize("case", ["n120-d90-k5", "n120-d300-k5"])
+def test_logistic_reduces_to_the_training_rows_span(logistic_probes, case):
+    """With ``train_rows`` (as the engine and ``logistic`` pass it) features wider than the
+    training half are reduced to its ``n_t`` rows' span; without, those wider than ``n`` to
+    the masked matrix's ``n`` columns. The same optimum either way: both match the reference."""
+    x, y, k, train = logistic_probes[case]
+    rows = jnp.asarray(np.flatnonzero(train), jnp.int32)
+    n_t, (n, d) = rows.shape[0], x.shape
+    args = (jnp.asarray(x), jnp.asarray(y))
+
+    def core(f, labels, train_rows=None):
+        return logistic_core(f, labels, num_classes=k, train_mask=jnp.asarray(train),
+                             train_rows=train_rows)  # fmt: skip
+
+    assert _qr_operand_shapes(lambda f, lab: core(f, lab, rows), *args) == [(d, n_t)]
+    assert _qr_operand_shapes(core, *args) == ([(d, n)] if d > n else [])
+    want = ref.logistic(x, y, num_classes=k, train_mask=train)
+    assert_same_accuracy(jax.jit(core)(*args, rows), want, train)
+    assert_same_accuracy(jax.jit(core)(*args), want, train)
 
 
 def test_logistic_with_pca_matches_reference(logistic_probes):

@@ -116,6 +116,7 @@ def _logistic_call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: 
         t["labels"],
         num_classes=t["num_classes"],
         train_mask=t["train_mask"],
+        train_rows=t.get("train_rows"),
         n_dims=n_dims,
         feature_mask=x["feature_mask"],
     )
