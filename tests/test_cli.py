@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def test_bad_arguments_exit_2_with_one_line(bank_path, capsys, argv, message):
 
 
 def test_bad_banks_exit_2(tmp_path, bank_path, capsys):
-    data = open(bank_path, "rb").read()
+    data = Path(bank_path).read_bytes()
     cut = tmp_path / "cut.msgpack"
     cut.write_bytes(data[: len(data) // 2])
     for path, message in [(cut, "cut.msgpack"), (tmp_path / "missing.msgpack", "does not exist")]:
