@@ -86,7 +86,10 @@ def spearman_two_valued_payload(values: jax.Array, high: jax.Array) -> jax.Array
     """The earlier two-valued Spearman: one sort of (key, index) pairs, ranks by tie groups,
     labels gathered through the permutation (kept here as the comparison)."""
     m = values.shape[0]
-    c, order, t = numerics._twice_centred_ranks_sorted(numerics._order_keys(values))
+    order = jnp.arange(m, dtype=jnp.int32)
+    c, order, t = numerics._twice_centred_ranks_sorted(
+        numerics._order_keys(values), order, stable=True
+    )
     tie_term = numerics._tie_term(t)
     s_high = numerics._int_block_sum(c * high.astype(jnp.int32)[order]) / 2.0
     m1 = jnp.sum(high.astype(jnp.float32))

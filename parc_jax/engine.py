@@ -239,7 +239,7 @@ def _stack_padded(
     else:
         bounds = np.linspace(0, len(arrays), workers + 1).astype(int)
         # list() re-raises a worker's exception here
-        list(_assembly_pool().map(fill, bounds[:-1], bounds[1:]))
+        list(_ASSEMBLY_POOL.map(fill, bounds[:-1], bounds[1:]))
     return out
 
 
@@ -247,8 +247,8 @@ _BYTES_PER_WORKER = 32 << 20  # below this a thread costs more than it saves
 _MAX_ASSEMBLY_THREADS = 8  # memory bandwidth, not cores, bounds the copies beyond a few
 # Threads per large block: None = one per available core, at most _MAX_ASSEMBLY_THREADS.
 ASSEMBLY_THREADS: int | None = None
-_POOL: list[ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
+# Threads are started on first use, not here; idle ones do not keep the interpreter alive.
+_ASSEMBLY_POOL = ThreadPoolExecutor(_MAX_ASSEMBLY_THREADS, thread_name_prefix="parc-jax-assembly")
 
 
 def _assembly_workers() -> int:
@@ -256,17 +256,6 @@ def _assembly_workers() -> int:
         return max(1, min(_MAX_ASSEMBLY_THREADS, ASSEMBLY_THREADS))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(_MAX_ASSEMBLY_THREADS, cores or 1))
-
-
-def _assembly_pool() -> ThreadPoolExecutor:
-    """The process's chunk-assembly threads, made on first use (idle threads of a
-    ``ThreadPoolExecutor`` do not keep the interpreter from exiting)."""
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(
-                ThreadPoolExecutor(_MAX_ASSEMBLY_THREADS, thread_name_prefix="parc-jax-assembly")
-            )
-        return _POOL[0]
 
 
 def _masks(widths: Sequence[int], width: int) -> np.ndarray:

@@ -498,19 +498,21 @@ def _centred_ranks_by_search(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _centred_ranks_by_sort(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """:func:`_centred_ranks_by_search`'s integers through a sort of (key, index) pairs."""
-    c, order, t = _twice_centred_ranks_sorted(keys)
+    order = jnp.arange(keys.shape[0], dtype=jnp.int32)
+    c, order, t = _twice_centred_ranks_sorted(keys, order, stable=True)
     back = jnp.zeros(keys.shape[0], jnp.int32)
     return back.at[order].set(c), back.at[order].set(t)
 
 
-def _twice_centred_ranks_sorted(keys: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(c_sorted, order, t_sorted)`` for int32 ``keys: [m]``: ``order`` sorts the keys,
-    ``c = 2 r - (m + 1)`` and the tie group size ``t`` of each, in sorted order."""
-    m = keys.shape[0]
-    order = jnp.arange(m, dtype=jnp.int32)
-    sorted_keys, order = lax.sort((keys, order), num_keys=1, is_stable=True)
-    c, t = _ranks_from_bounds(*_tie_groups(sorted_keys), m)
-    return c, order, t
+def _twice_centred_ranks_sorted(
+    keys: jax.Array, payload: jax.Array, *, stable: bool = False
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(c_sorted, payload_sorted, t_sorted)`` for int32 ``keys: [m]`` sorted together with
+    ``payload: [m]``: ``c = 2 r - (m + 1)`` and the tie group size ``t`` of each key, in sorted
+    order."""
+    sorted_keys, payload = lax.sort((keys, payload), num_keys=1, is_stable=stable)
+    c, t = _ranks_from_bounds(*_tie_groups(sorted_keys), keys.shape[0])
+    return c, payload, t
 
 
 def average_ranks(v: jax.Array) -> jax.Array:
@@ -580,13 +582,13 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
 
 def _two_valued_by_search(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
     """``(c, t, flags)`` of int32 ``keys, flags: [m]`` in their own order (binary searches)."""
-    return (*_ranks_from_bounds(*_tie_bounds_by_search(keys), keys.shape[0]), flags)
+    return (*_centred_ranks_by_search(keys), flags)
 
 
 def _two_valued_by_pairs(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
     """:func:`_two_valued_by_search`'s integers in sorted order, the flags sorted with them."""
-    sorted_keys, flags = lax.sort((keys, flags), num_keys=1)
-    return (*_ranks_from_bounds(*_tie_groups(sorted_keys), keys.shape[0]), flags)
+    c, flags, t = _twice_centred_ranks_sorted(keys, flags)
+    return c, t, flags
 
 
 def spearman(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -231,11 +231,15 @@ def _check_output(path: str) -> None:
         raise _ArgumentError(f"--output: cannot create {path}: {folder} is not a writable folder")
 
 
-def _write_output(path: str, text: str) -> None:
+def _emit(output: str | None, text: str) -> None:
+    """``text`` to the ``--output`` file (atomically), or to stdout without one."""
+    if not output:
+        sys.stdout.write(text)
+        return
     try:
-        write_text(path, text)
+        write_text(output, text)
     except OSError as exc:
-        raise _ArgumentError(f"--output: cannot write {path}: {exc.strerror or exc}") from None
+        raise _ArgumentError(f"--output: cannot write {output}: {exc.strerror or exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,11 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         if args.halving is not None:
-            text = _run_halving(args, bank, methods, n_dims)
-            if args.output:
-                _write_output(args.output, text)
-            else:
-                sys.stdout.write(text)
+            _emit(args.output, _run_halving(args, bank, methods, n_dims))
             return 0
         result = score_bank(
             bank,
@@ -306,19 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = format_csv(result, args.sort_by, args.top)
         else:
             text = format_table(result, args.sort_by, args.top)
+        if jax.process_index() == 0:  # every process holds the result; one writes it
+            _emit(args.output, text)
     except (ValueError, _ArgumentError) as exc:  # BankError is a ValueError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if jax.process_index() != 0:
-        return 0  # every process holds the result; one writes it
-    if args.output:
-        try:
-            _write_output(args.output, text)
-        except _ArgumentError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    else:
-        sys.stdout.write(text)
     return 0
 
 
