@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import scipy.stats
 from conftest import backend_rtol
+from jaxprs import equations
 
 from parc_jax import numerics
 from parc_jax import reference as ref
@@ -353,6 +354,94 @@ def test_vmap_equals_loop_logistic(logistic_probes):
     loop = [float(logistic(f, y, num_classes=k, train_mask=train)) for f in xs]
     for got, want in zip(np.asarray(batched), loop, strict=True):
         assert_same_fit(got, want, train)
+
+
+def _fit_problems(logistic_probes):
+    """Three standardised models of one probe (shared labels and split) for fit_logistic."""
+    x, y, k, train = logistic_probes["n20-d8-k2"]
+    xs = np.stack([x, make_probe(31, *x.shape, k, sep=0.3)[0], x[:, ::-1] * 0.5])
+    xs = np.stack([np.asarray(standardize_rows(jnp.asarray(f), jnp.asarray(train))) for f in xs])
+    return jnp.asarray(xs), jnp.asarray(y), k, jnp.asarray(train)
+
+
+def test_fit_logistic_batching_rule_equals_loop(logistic_probes):
+    """fit_logistic's own vmap rule, whatever is batched (features; C alone; nested), gives
+    each model the fit it gets alone (the weights; where the float32 gradient noise lets the
+    loop stop may move by a few steps)."""
+    xs, y, k, train = _fit_problems(logistic_probes)
+    fit = jax.jit(lambda f, c: fit_logistic(f, y, train, num_classes=k, C=c))
+    cs = jnp.asarray([0.5, 1.0, 4.0])
+    alone = [fit(f, c) for f, c in zip(xs, cs, strict=True)]
+    by_model = jax.jit(jax.vmap(fit))(xs, cs)
+    by_c = jax.jit(jax.vmap(fit, in_axes=(None, 0)))(xs[0], cs)
+    nested = jax.jit(jax.vmap(jax.vmap(fit, in_axes=(0, None)), in_axes=(None, 0)))(xs, cs)
+    # off the CPU the iterates may round apart and stop elsewhere in the float32 noise
+    tol = backend_rtol(1e-6, 1e-3)
+    for i, (w, b, _) in enumerate(alone):
+        np.testing.assert_allclose(by_model[0][i], w, rtol=tol, atol=tol)
+        np.testing.assert_allclose(by_model[1][i], b, rtol=tol, atol=tol)
+        np.testing.assert_allclose(nested[0][i, i], w, rtol=tol, atol=tol)
+    w0 = [fit(xs[0], c)[0] for c in cs]
+    np.testing.assert_allclose(by_c[0], np.stack(w0), rtol=tol, atol=tol)
+    assert len({int(e) for e in by_model[2]}) > 1  # the models stop at different steps
+    assert int(jnp.max(by_model[2])) < logi_mod.MAX_EVALUATIONS
+
+
+def _two_loop_direction(g, pairs, gamma):
+    """-H g by the textbook L-BFGS two-loop recursion, pairs (s, y) oldest first (NumPy)."""
+    q, alphas = g.copy(), []
+    for s, y in reversed(pairs):
+        a = (s @ q) / (s @ y)
+        q -= a * y
+        alphas.append(a)
+    r = gamma * q
+    for (s, y), a in zip(pairs, reversed(alphas), strict=True):
+        r += s * (a - (y @ r) / (s @ y))
+    return -r
+
+
+def test_lbfgs_compact_direction_equals_two_loop(x64):
+    """The compact-form direction over a circular memory with empty slots holding stale
+    vectors equals the two-loop recursion over the valid pairs in age order."""
+    rng = np.random.default_rng(3)
+    m, n = 6, 30
+    a = rng.normal(size=(n, n))
+    hess = a @ a.T + n * np.eye(n)
+    for newest, valid in [
+        (0, [1, 1, 1, 1, 1, 1]),
+        (3, [1, 0, 1, 1, 0, 1]),
+        (5, [0, 0, 0, 0, 1, 1]),
+    ]:
+        valid = np.asarray(valid, bool)
+        s_mem = rng.normal(size=(m, n))
+        y_mem = s_mem @ hess
+        y_mem[~valid] = rng.normal(size=((~valid).sum(), n))  # stale rows: must not count
+        g, gamma = rng.normal(size=n), 0.37
+        memory = np.concatenate([s_mem, y_mem])
+        got = logi_mod._lbfgs_direction(
+            jnp.asarray(g), jnp.asarray(memory @ g), jnp.asarray(memory),
+            jnp.asarray(s_mem @ y_mem.T), jnp.asarray(y_mem @ y_mem.T), jnp.asarray(valid),
+            gamma, newest,
+        )  # fmt: skip
+        ages = [(newest + 1 + j) % m for j in range(m)]
+        pairs = [(s_mem[i], y_mem[i]) for i in ages if valid[i]]
+        np.testing.assert_allclose(np.asarray(got), _two_loop_direction(g, pairs, gamma),
+                                   rtol=1e-10, atol=1e-12)  # fmt: skip
+
+
+def test_fit_logistic_batched_loop_has_one_condition(logistic_probes):
+    """Under a plain vmap, a while loop whose condition differs per model gets a [B]
+    condition, which XLA lowers to a select of every loop variable between old and new at
+    each step (a copy of the [B, 2M, N] L-BFGS memory per step). fit_logistic's batching
+    rule runs one loop on a scalar condition (any model active) and masks the memory's row
+    writes instead."""
+    xs, y, k, train = _fit_problems(logistic_probes)
+    fit = jax.vmap(lambda f: fit_logistic(f, y, train, num_classes=k))
+    memory_shape = (xs.shape[0], 2 * logi_mod.MEMORY, xs.shape[2] * k + k)
+    loops = [e for e, _ in equations(jax.make_jaxpr(fit)(xs).jaxpr) if e.primitive.name == "while"]
+    assert len(loops) == 1
+    assert memory_shape in [tuple(v.aval.shape) for v in loops[0].outvars]
+    assert [a.shape for a in loops[0].params["cond_jaxpr"].out_avals] == [()]
 
 
 def test_vmap_equals_loop_heuristic():

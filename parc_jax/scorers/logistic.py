@@ -11,7 +11,9 @@ Implementation notes:
 
 * The fit is a compact L-BFGS (Armijo backtracking, written-out gradient) inside one
   ``lax.while_loop`` (see :func:`fit_logistic`), so it vmaps over models (the batch runs until
-  its slowest model stops). optax's L-BFGS with its zoom line search reached the same optima
+  its slowest model stops; its own batching rule keeps finished models from costing a copy
+  of the L-BFGS memory per step, and the directions come from the compact matrix form, two
+  passes over the memory as matrix products). optax's L-BFGS with its zoom line search reached the same optima
   but took 1.7 times as long to compile (4.7 s against 2.8 s of CPU for one 200 x 64, K = 10
   probe), and compilation dominates a bank's first bucket on CPU.
 * Wide features (``d > n_t``, the training half's size, decided statically from the shapes)
@@ -34,13 +36,15 @@ Implementation notes:
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
+from functools import cache, partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 from parc_jax import numerics
 from parc_jax.scorers.parc import _float_array, _mask_or_ones, _reduce
@@ -60,7 +64,7 @@ __all__ = [
 
 MAX_EVALUATIONS = 2000
 PATIENCE = 50
-MEMORY = 20
+MEMORY = 10  # curvature pairs, SciPy's L-BFGS-B default (the reference's)
 MAX_BACKTRACKS = 40
 # Gradient-norm tolerance of the objective divided by the training-set size, per dtype.
 GTOL = {"float32": 1e-7, "float64": 1e-10}
@@ -119,9 +123,10 @@ class _LbfgsState(NamedTuple):
     d: jax.Array  # search direction [N]
     gd: jax.Array  # g . d (< 0)
     t: jax.Array  # step length of the next trial point x + t d
-    s_mem: jax.Array  # [M, N] past steps
-    y_mem: jax.Array  # [M, N] past gradient changes
-    rho: jax.Array  # [M] 1 / (s . y), 0 for empty slots
+    memory: jax.Array  # [2M, N]: past steps s in rows 0..M-1, gradient changes y in M..2M-1
+    sy: jax.Array  # [M, M] s_i . y_j by slot (column j written with pair j)
+    yy: jax.Array  # [M, M] y_i . y_j by slot
+    valid: jax.Array  # bool [M]: slot holds a pair
     newest: jax.Array  # slot of the newest pair
     gamma: jax.Array  # initial inverse-Hessian scale s.y / y.y of the newest pair
     evals: jax.Array  # objective evaluations so far
@@ -137,24 +142,32 @@ def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.dot(a, b, precision=lax.Precision.HIGHEST)
 
 
-def _lbfgs_direction(g, s_mem, y_mem, rho, gamma, newest):
-    """``-H g`` by the L-BFGS two-loop recursion over a circular memory (empty slots: rho 0)."""
-    m = rho.shape[0]
+def _lbfgs_direction(g, proj, memory, sy, yy, valid, gamma, newest):
+    """``-H g`` by the compact L-BFGS form over a circular memory (Byrd, Nocedal & Schnabel
+    1994, Eq. 2.6; the inverse Hessian of the two-loop recursion, in exact arithmetic).
 
-    def newest_first(j, carry):
-        q, alpha = carry
-        i = (newest - j) % m
-        a = rho[i] * _dot(s_mem[i], q)
-        return q - a * y_mem[i], alpha.at[i].set(a)
-
-    q, alpha = lax.fori_loop(0, m, newest_first, (g, jnp.zeros(m, g.dtype)))
-
-    def oldest_first(j, r):
-        i = (newest + 1 + j) % m
-        beta = rho[i] * _dot(y_mem[i], r)
-        return r + s_mem[i] * (alpha[i] - beta)
-
-    return -lax.fori_loop(0, m, oldest_first, gamma * q)
+    ``H = gamma I + [S, gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
+    [S^T; gamma Y^T]`` with the pairs ordered oldest first, ``R`` the upper triangle of
+    ``S^T Y`` and ``D`` its diagonal. Two passes over the ``[2M, N]`` memory as matrix
+    products, where the two-loop recursion makes ``4M`` dependent vector operations: that
+    was 14 of the 22 ms of one step of 8 vmapped fits (M = 20, N = 30,100) on XLA:CPU.
+    Empty slots get a unit diagonal and zero coupling, so they add exactly nothing.
+    ``proj = memory @ g`` ``[2M]`` is the caller's (one product with the memory update's).
+    """
+    m = valid.shape[0]
+    order = (newest + 1 + jnp.arange(m)) % m  # oldest first
+    v = valid[order]
+    both = v[:, None] & v[None, :]
+    a = jnp.where(v, proj[:m][order], 0.0)
+    b = jnp.where(v, proj[m:][order], 0.0)
+    sy_o = jnp.where(both, sy[order][:, order], 0.0)
+    r = jnp.triu(sy_o) + jnp.diag(jnp.where(v, 0.0, 1.0))
+    p = jax.scipy.linalg.solve_triangular(r, a, lower=False)
+    yy_o = jnp.where(both, yy[order][:, order], 0.0)
+    rhs = jnp.diagonal(sy_o) * p + gamma * (numerics.matmul(yy_o, p) - b)
+    top = jax.scipy.linalg.solve_triangular(r, rhs, trans="T", lower=False)
+    coef = jnp.zeros(2 * m, g.dtype).at[order].set(top).at[m + order].set(-gamma * p)
+    return -(gamma * g + numerics.matmul(coef, memory))
 
 
 def fit_logistic(
@@ -175,100 +188,142 @@ def fit_logistic(
 
     The objective is divided by the training-set size (same optimum; one tolerance for all
     sizes) and its gradient is written out (``X^T (P - Y)`` and ``W / C``), which keeps the
-    compiled program small. L-BFGS (memory ``MEMORY``) with a backtracking line search
+    compiled program small. L-BFGS (memory ``MEMORY``, directions by the compact form of
+    :func:`_lbfgs_direction`; a batching rule of its own, see :func:`_lbfgs_program`) with a
+    backtracking line search
     (halving from step 1) that accepts a trial point by the Armijo condition or by a
     non-positive slope along the direction; the objective is convex, so ``s . y >= 0`` and
     curvature pairs are safe (pairs with ``s . y`` at rounding level are skipped). Each loop
     step evaluates one trial point.
 
-    Stopping: in float32 the gradient norm bottoms out near 1e-7 (rounding in ``X^T (P - Y)``)
+    Stopping: in float32 the gradient norm bottoms out between ~1e-7 (small problems) and a
+    few 1e-6 (~1.5e-6 for 300 rows, 300 features, 100 classes), rounding in ``X^T (P - Y)``,
     and near the optimum the objective changes below its resolution, so neither a tight
     tolerance nor a value test can always end the loop. The loop keeps the iterate with the
     smallest gradient norm and stops when that norm is below ``gtol``, has not improved for
     ``PATIENCE`` evaluations, a line search fails, or after ``max_evaluations``.
     """
-    n, p = x.shape
-    k = num_classes
     dtype = x.dtype
-    w = train.astype(dtype)
-    count = jnp.sum(w)
-    onehot = jax.nn.one_hot(labels, k, dtype=dtype)
-    present = jnp.sum(onehot * w[:, None], axis=0) > 0
     if gtol is None:
         gtol = GTOL.get(jnp.dtype(dtype).name, GTOL["float32"])
-    eps = jnp.finfo(dtype).eps
+    fit = _lbfgs_program(num_classes, int(max_evaluations), float(gtol))
+    theta, evals = fit(x, labels, train, jnp.asarray(C, dtype))
+    p, k = x.shape[1], num_classes
+    return theta[: p * k].reshape(p, k), theta[p * k :], evals
 
-    def value_and_grad(theta):
-        weights, bias = theta[: p * k].reshape(p, k), theta[p * k :]
-        logits = jnp.where(present, numerics.matmul(x, weights) + bias, -jnp.inf)
-        log_z = jax.nn.logsumexp(logits, axis=1)
-        label_logit = jnp.sum(jnp.where(onehot > 0, logits, 0.0), axis=1)
-        # where, not a product: a held-out row of an untrained class has an infinite CE.
-        ce = numerics.accurate_sum(jnp.where(train, log_z - label_logit, 0.0))
-        value = (ce + numerics.accurate_sum(weights * weights) / (2.0 * C)) / count
-        resid = (jnp.exp(logits - log_z[:, None]) - onehot) * w[:, None]  # [n, K]
-        grad_w = (numerics.matmul(x.T, resid) + weights / C) / count
-        grad_b = jnp.sum(resid, axis=0) / count
-        return value, jnp.concatenate([grad_w.ravel(), grad_b])
 
-    size = p * k + k
+class _Problem(NamedTuple):
+    x: jax.Array  # [n, p]
+    onehot: jax.Array  # [n, K]
+    w: jax.Array  # [n] 1 for training rows
+    present: jax.Array  # bool [K]: class has a training row
+    count: jax.Array  # training rows
+    C: jax.Array
+
+
+def _problem(x, labels, train, C, num_classes: int) -> _Problem:
+    w = train.astype(x.dtype)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
+    present = jnp.sum(onehot * w[:, None], axis=0) > 0
+    return _Problem(x, onehot, w, present, jnp.sum(w), C)
+
+
+def _value_and_grad(prob: _Problem, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Objective / count and its gradient, written out (``X^T (P - Y)`` and ``W / C``)."""
+    p, k = prob.x.shape[1], prob.onehot.shape[1]
+    weights, bias = theta[: p * k].reshape(p, k), theta[p * k :]
+    logits = jnp.where(prob.present, numerics.matmul(prob.x, weights) + bias, -jnp.inf)
+    log_z = jax.nn.logsumexp(logits, axis=1)
+    label_logit = jnp.sum(jnp.where(prob.onehot > 0, logits, 0.0), axis=1)
+    # where, not a product: a held-out row of an untrained class has an infinite CE.
+    ce = numerics.accurate_sum(jnp.where(prob.w > 0, log_z - label_logit, 0.0))
+    value = (ce + numerics.accurate_sum(weights * weights) / (2.0 * prob.C)) / prob.count
+    resid = (jnp.exp(logits - log_z[:, None]) - prob.onehot) * prob.w[:, None]  # [n, K]
+    grad_w = (numerics.matmul(prob.x.T, resid) + weights / prob.C) / prob.count
+    grad_b = jnp.sum(resid, axis=0) / prob.count
+    return value, jnp.concatenate([grad_w.ravel(), grad_b])
+
+
+def _initial_state(size: int, dtype) -> _LbfgsState:
     zeros = jnp.zeros(size, dtype)
-    mem = jnp.zeros((MEMORY, size), dtype)
     scalar = partial(jnp.asarray, dtype=dtype)
-    state = _LbfgsState(
+    pairs = jnp.zeros((MEMORY, MEMORY), dtype)
+    return _LbfgsState(
         x=zeros, f=scalar(jnp.inf), g=zeros, d=zeros, gd=scalar(-1.0), t=scalar(0.0),
-        s_mem=mem, y_mem=mem, rho=jnp.zeros(MEMORY, dtype), newest=jnp.int32(MEMORY - 1),
-        gamma=scalar(1.0), evals=jnp.int32(0), backtracks=jnp.int32(0), best_x=zeros,
-        best_norm=scalar(jnp.inf), stale=jnp.int32(0),
+        memory=jnp.zeros((2 * MEMORY, size), dtype), sy=pairs, yy=pairs,
+        valid=jnp.zeros(MEMORY, bool), newest=jnp.int32(MEMORY - 1), gamma=scalar(1.0),
+        evals=jnp.int32(0), backtracks=jnp.int32(0), best_x=zeros, best_norm=scalar(jnp.inf),
+        stale=jnp.int32(0),
     )  # fmt: skip
 
-    def step(c: _LbfgsState) -> _LbfgsState:
-        trial = c.x + c.t * c.d
-        f, g = value_and_grad(trial)
-        first = c.evals == 0  # the starting point itself
-        # Armijo, or a slope test that rounding cannot fool: on a convex objective a trial
-        # point where the slope along d is still <= 0 lies below the start (phi(t) < phi(0)
-        # for phi convex with phi'(0) < 0, phi'(t) <= 0). Near the optimum float32 values
-        # differ by less than their resolution and Armijo alone would stall.
-        armijo = f <= c.f + 1e-4 * c.t * c.gd
-        accept = first | armijo | (_dot(g, c.d) <= 0)
-        # Curvature pair of the accepted step.
-        s, y = trial - c.x, g - c.g
-        sy, yy = _dot(s, y), _dot(y, y)
-        keep = accept & ~first & (sy > eps * jnp.sqrt(_dot(s, s) * yy))
-        slot = (c.newest + 1) % MEMORY
-        # one row written in place, not a select over the whole [M, N] memory
-        s_mem = c.s_mem.at[slot].set(jnp.where(keep, s, c.s_mem[slot]))
-        y_mem = c.y_mem.at[slot].set(jnp.where(keep, y, c.y_mem[slot]))
-        rho = jnp.where(keep, c.rho.at[slot].set(1.0 / jnp.where(keep, sy, 1.0)), c.rho)
-        newest = jnp.where(keep, slot, c.newest)
-        gamma = jnp.where(keep, sy / jnp.where(keep, yy, 1.0), c.gamma)
-        x_new = jnp.where(accept, trial, c.x)
-        f_new = jnp.where(accept, f, c.f)
-        g_new = jnp.where(accept, g, c.g)
-        # Next direction from the accepted point; steepest descent (memory cleared) if the
-        # quasi-Newton one is not a descent direction (rounding only: the problem is convex).
-        g_norm = jnp.sqrt(_dot(g_new, g_new))
-        start_scale = jnp.minimum(1.0, 1.0 / jnp.maximum(g_norm, eps))
-        has_memory = jnp.any(rho != 0)
-        d = _lbfgs_direction(g_new, s_mem, y_mem, rho, jnp.where(has_memory, gamma, start_scale),
-                             newest)  # fmt: skip
-        gd = _dot(g_new, d)
-        descent = gd < 0
-        d = jnp.where(descent, d, -start_scale * g_new)
-        gd = jnp.where(descent, gd, -start_scale * g_norm * g_norm)
-        rho = jnp.where(descent, rho, 0.0)
-        better = accept & (g_norm < c.best_norm)
-        return _LbfgsState(
-            x=x_new, f=f_new, g=g_new,
-            d=jnp.where(accept, d, c.d), gd=jnp.where(accept, gd, c.gd),
-            t=jnp.where(accept, 1.0, 0.5 * c.t),
-            s_mem=s_mem, y_mem=y_mem, rho=rho, newest=newest, gamma=gamma,
-            evals=c.evals + 1, backtracks=jnp.where(accept, 0, c.backtracks + 1),
-            best_x=jnp.where(better, x_new, c.best_x),
-            best_norm=jnp.where(better, g_norm, c.best_norm),
-            stale=jnp.where(better, 0, c.stale + 1),
-        )  # fmt: skip
+
+def _step(c: _LbfgsState, active: jax.Array, prob: _Problem) -> _LbfgsState:
+    """One trial point; a model with ``active`` False keeps its state (memory untouched)."""
+    eps = jnp.finfo(c.x.dtype).eps
+    trial = c.x + c.t * c.d
+    f, g = _value_and_grad(prob, trial)
+    first = c.evals == 0  # the starting point itself
+    # Armijo, or a slope test that rounding cannot fool: on a convex objective a trial
+    # point where the slope along d is still <= 0 lies below the start (phi(t) < phi(0)
+    # for phi convex with phi'(0) < 0, phi'(t) <= 0). Near the optimum float32 values
+    # differ by less than their resolution and Armijo alone would stall.
+    armijo = f <= c.f + 1e-4 * c.t * c.gd
+    accept = first | armijo | (_dot(g, c.d) <= 0)
+    # Curvature pair of the accepted step.
+    s, y = trial - c.x, g - c.g
+    sy, yy = _dot(s, y), _dot(y, y)
+    keep = active & accept & ~first & (sy > eps * jnp.sqrt(_dot(s, s) * yy))
+    slot = (c.newest + 1) % MEMORY
+    # two rows written in place, not a select over the whole [2M, N] memory
+    memory = c.memory.at[slot].set(jnp.where(keep, s, c.memory[slot]))
+    memory = memory.at[MEMORY + slot].set(jnp.where(keep, y, memory[MEMORY + slot]))
+    x_new = jnp.where(accept, trial, c.x)
+    f_new = jnp.where(accept, f, c.f)
+    g_new = jnp.where(accept, g, c.g)
+    # One pass over the memory: the new pair's column of S^T Y and Y^T Y, and [S; Y] g.
+    proj = numerics.matmul(memory, jnp.stack([y, g_new], axis=1))  # [2M, 2]
+    col_sy, col_yy = proj[:MEMORY, 0], proj[MEMORY:, 0]
+    sy_mat = jnp.where(keep, c.sy.at[:, slot].set(col_sy), c.sy)
+    yy_mat = jnp.where(keep, c.yy.at[:, slot].set(col_yy).at[slot, :].set(col_yy), c.yy)
+    valid = jnp.where(keep, c.valid.at[slot].set(True), c.valid)
+    newest = jnp.where(keep, slot, c.newest)
+    gamma = jnp.where(keep, sy / jnp.where(keep, yy, 1.0), c.gamma)
+    # Next direction from the accepted point; steepest descent (memory cleared) if the
+    # quasi-Newton one is not a descent direction (rounding only: the problem is convex).
+    g_norm = jnp.sqrt(_dot(g_new, g_new))
+    start_scale = jnp.minimum(1.0, 1.0 / jnp.maximum(g_norm, eps))
+    has_memory = jnp.any(valid)
+    d = _lbfgs_direction(g_new, proj[:, 1], memory, sy_mat, yy_mat, valid,
+                         jnp.where(has_memory, gamma, start_scale), newest)  # fmt: skip
+    gd = _dot(g_new, d)
+    descent = gd < 0
+    d = jnp.where(descent, d, -start_scale * g_new)
+    gd = jnp.where(descent, gd, -start_scale * g_norm * g_norm)
+    valid = valid & descent
+    better = accept & (g_norm < c.best_norm)
+    new = _LbfgsState(
+        x=x_new, f=f_new, g=g_new,
+        d=jnp.where(accept, d, c.d), gd=jnp.where(accept, gd, c.gd),
+        t=jnp.where(accept, 1.0, 0.5 * c.t),
+        memory=memory, sy=sy_mat, yy=yy_mat, valid=valid, newest=newest, gamma=gamma,
+        evals=c.evals + 1, backtracks=jnp.where(accept, 0, c.backtracks + 1),
+        best_x=jnp.where(better, x_new, c.best_x),
+        best_norm=jnp.where(better, g_norm, c.best_norm),
+        stale=jnp.where(better, 0, c.stale + 1),
+    )  # fmt: skip
+    return jax.tree.map(lambda a, b: a if a is memory else jnp.where(active, a, b), new, c)
+
+
+@cache
+def _lbfgs_program(num_classes: int, max_evaluations: int, gtol: float) -> Callable:
+    """``(x, labels, train, C) -> (theta, evals)``, with its own batching rule.
+
+    Under a plain ``vmap`` a ``while_loop`` whose condition differs per model selects every
+    loop variable between its old and new value at every step, so the ``[B, 2M, N]`` memory
+    was copied each step (8.6 of ~22 ms per step of 8 fits at N = 30,100 on XLA:CPU) and
+    its in-place row writes were lost. The rule runs one loop while any model is active and
+    freezes the finished ones inside the step (their memory writes are masked instead).
+    """
 
     def keep_going(c: _LbfgsState) -> jax.Array:
         return (
@@ -278,9 +333,32 @@ def fit_logistic(
             & (c.backtracks < MAX_BACKTRACKS)
         )
 
-    final = lax.while_loop(keep_going, step, state)
-    theta = final.best_x
-    return theta[: p * k].reshape(p, k), theta[p * k :], final.evals
+    @custom_vmap
+    def fit(x, labels, train, C):
+        prob = _problem(x, labels, train, C, num_classes)
+        state = _initial_state(x.shape[1] * num_classes + num_classes, x.dtype)
+        final = lax.while_loop(keep_going, lambda c: _step(c, jnp.bool_(True), prob), state)
+        return final.best_x, final.evals
+
+    @fit.def_vmap
+    def fit_batched(axis_size, in_batched, x, labels, train, C):
+        if not any(in_batched):
+            return fit(x, labels, train, C), (False, False)
+        axes = tuple(0 if b else None for b in in_batched)
+        prob = jax.vmap(partial(_problem, num_classes=num_classes), in_axes=axes)(
+            x, labels, train, C
+        )
+        size = x.shape[-1] * num_classes + num_classes
+        state = jax.vmap(lambda _: _initial_state(size, x.dtype))(jnp.arange(axis_size))
+        active = jax.vmap(keep_going)
+
+        def body(c):
+            return jax.vmap(_step)(c, active(c), prob)
+
+        final = lax.while_loop(lambda c: jnp.any(active(c)), body, state)
+        return (final.best_x, final.evals), (True, True)
+
+    return fit
 
 
 def logistic_core(
@@ -314,7 +392,13 @@ def logistic_core(
     elif train_rows is None and p > n:
         q, _ = jnp.linalg.qr(jnp.where(train[:, None], x, 0.0).T)  # [p, n]
         x = numerics.matmul(x, q)
-    weights, bias, _ = fit_logistic(x, labels, train, num_classes=num_classes, C=C)
+    if train_rows is None:
+        weights, bias, _ = fit_logistic(x, labels, train, num_classes=num_classes, C=C)
+    else:  # the fit sees only the training rows: the same sums, without the n - n_t zeros
+        rows_all = jnp.ones(train_rows.shape, bool)
+        weights, bias, _ = fit_logistic(
+            x[train_rows], labels[train_rows], rows_all, num_classes=num_classes, C=C
+        )
     onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
     present = jnp.sum(onehot * train[:, None], axis=0) > 0
     logits = jnp.where(present, numerics.matmul(x, weights) + bias, -jnp.inf)
