@@ -438,25 +438,31 @@ def _order_keys(v: jax.Array) -> jax.Array:
     return jnp.where(bits < 0, int_min - bits - 1, bits)
 
 
+def _group_last(sorted_keys: jax.Array) -> jax.Array:
+    """Last position (0-based) of each element's tie group in a sorted ``[m]``: one scan."""
+    m = sorted_keys.shape[0]
+    pos = jnp.arange(m, dtype=jnp.int32)
+    ends = jnp.concatenate([sorted_keys[1:] != sorted_keys[:-1], jnp.array([True])])
+    return lax.cummin(jnp.where(ends, pos, m - 1), axis=0, reverse=True)
+
+
 def _tie_groups(sorted_keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """First and last position (0-based) of each element's tie group in a sorted ``[m]``."""
     m = sorted_keys.shape[0]
     pos = jnp.arange(m, dtype=jnp.int32)
-    differs = sorted_keys[1:] != sorted_keys[:-1]
-    starts = jnp.concatenate([jnp.array([True]), differs])
-    ends = jnp.concatenate([differs, jnp.array([True])])
+    starts = jnp.concatenate([jnp.array([True]), sorted_keys[1:] != sorted_keys[:-1]])
     first = lax.cummax(jnp.where(starts, pos, 0), axis=0)
-    last = lax.cummin(jnp.where(ends, pos, m - 1), axis=0, reverse=True)
-    return first, last
+    return first, _group_last(sorted_keys)
 
 
 def _tie_bounds_by_search(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """First and last position (0-based) of each key's tie group among the sorted ``keys``,
-    in the keys' own order: one sort of the bare keys, two binary searches."""
+    in the keys' own order: one sort of the bare keys, one binary search (the first
+    position), and the group's last position read from one scan over the sorted keys (on
+    XLA:CPU 14.7 against 20.0 ms per 124,750 keys for a second, right-side search; B = 16)."""
     sorted_keys = jnp.sort(keys)
     left = jnp.searchsorted(sorted_keys, keys, side="left")
-    right = jnp.searchsorted(sorted_keys, keys, side="right") - 1
-    return left, right
+    return left, _group_last(sorted_keys)[left]
 
 
 def _ranks_from_bounds(first: jax.Array, last: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
@@ -478,10 +484,10 @@ def _centred_ranks(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     and ``tie_term = sum over tie groups of (t^3 - t)``.
 
     Two ways to the same integers, chosen per platform: on the CPU, a sort of the bare keys
-    and two binary searches (XLA:CPU sorted 124,750 (key, index) pairs in 34 ms, the bare keys
-    in 5.5 ms; the searches take ~15); elsewhere, one sort of (key, index) pairs, tie groups by
-    scans, and a scatter back to ``v``'s order (on an H100 the two binary searches took 70 ms
-    for 1,000 models where a sort took 5; ``benchmarks/profile_parc.py``).
+    and a binary search (XLA:CPU sorted 124,750 (key, index) pairs in 34 ms, the bare keys
+    in 5.5 ms; :func:`_tie_bounds_by_search`); elsewhere, one sort of (key, index) pairs, tie
+    groups by scans, and a scatter back to ``v``'s order (on an H100 two binary searches took
+    70 ms for 1,000 models where a sort took 5; ``benchmarks/profile_parc.py``).
     """
     keys = _order_keys(v)
     c, t = lax.platform_dependent(
@@ -550,11 +556,13 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
     ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``.
 
     ``method="search"``: one sort of the bare int32 keys, no payload; each value's tie group
-    spans ``[left, right)`` of the sorted keys (two binary searches), so
-    ``2 r - (m + 1) = left + right - m`` exactly, ties included. On XLA:CPU this is ~2.4x
-    faster per PARC call than sorting (key, index) pairs (``benchmarks/parc_sort_keys.py``).
+    spans ``[left, right)`` of the sorted keys (a binary search for ``left``, ``right`` from
+    a scan of the sorted keys: :func:`_tie_bounds_by_search`), so
+    ``2 r - (m + 1) = left + right - m`` exactly, ties included. On XLA:CPU this was ~2.4x
+    faster per PARC call than sorting (key, index) pairs with two binary searches
+    (``benchmarks/parc_sort_keys.py``); one search is faster still.
     ``method="pairs"``: one sort of (key, high) pairs, then tie groups by two scans over the
-    sorted keys; the same integers, so the same result. On an H100 the two binary searches
+    sorted keys; the same integers, so the same result. On an H100 two binary searches
     took 70 of the search method's 75 ms for 1,000 models (n = 500) while the sort alone took
     5 ms (``benchmarks/profile_parc.py``), so ``method="auto"`` (default) takes the search on
     the CPU and the pairs elsewhere, as :func:`_centred_ranks` does. Static.
