@@ -13,9 +13,9 @@ Implementation notes:
   ``lax.while_loop`` (see :func:`fit_logistic`), so it vmaps over models (the batch runs until
   its slowest model stops; its own batching rule keeps finished models from costing a copy
   of the L-BFGS memory per step, and the directions come from the compact matrix form, two
-  passes over the memory as matrix products). optax's L-BFGS with its zoom line search reached the same optima
-  but took 1.7 times as long to compile (4.7 s against 2.8 s of CPU for one 200 x 64, K = 10
-  probe), and compilation dominates a bank's first bucket on CPU.
+  passes over the memory as matrix products). optax's L-BFGS with its zoom line search
+  reached the same optima but took 1.7 times as long to compile (4.7 s against 2.8 s of CPU
+  for one 200 x 64, K = 10 probe), and compilation dominates a bank's first bucket on CPU.
 * Wide features (``d > n_t``, the training half's size, decided statically from the shapes)
   are first mapped into the row span of the training rows: with ``X_train^T = Q R`` (thin
   QR, ``Q: [d, n_t]`` orthonormal), the optimal ``W`` lies in ``span(Q)`` (representer
