@@ -302,12 +302,13 @@ SHARDED = textwrap.dedent(
     from parc_jax.api import score_bank
     assert len(jax.devices()) == 8, jax.devices()
     b = _bank(11, widths=(12, 20), latent=20, noise=0.0)
-    many = score_bank(b, methods=["parc", "logme", "leep"], chunk_size=8, progress=False)
+    METHODS = ["parc", "logme", "leep", "logistic"]  # logistic: its own vmap rule
+    many = score_bank(b, methods=METHODS, chunk_size=8, progress=False)
     # same per-device chunk shape ([1, ...]) as the sharded run: must be bitwise equal
-    same = score_bank(b, methods=["parc", "logme", "leep"], chunk_size=1,
+    same = score_bank(b, methods=METHODS, chunk_size=1,
                       devices=jax.devices()[:1], progress=False)
     # a different per-device shape ([8, ...]): XLA's batched kernels round differently
-    one = score_bank(b, methods=["parc", "logme", "leep"], chunk_size=8,
+    one = score_bank(b, methods=METHODS, chunk_size=8,
                      devices=jax.devices()[:1], progress=False)
     print(json.dumps({{m: [many.scores[m].tolist(), same.scores[m].tolist(),
                           one.scores[m].tolist()] for m in many.methods}}

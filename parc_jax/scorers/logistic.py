@@ -311,7 +311,12 @@ def _step(c: _LbfgsState, active: jax.Array, prob: _Problem) -> _LbfgsState:
         best_norm=jnp.where(better, g_norm, c.best_norm),
         stale=jnp.where(better, 0, c.stale + 1),
     )  # fmt: skip
-    return jax.tree.map(lambda a, b: a if a is memory else jnp.where(active, a, b), new, c)
+    # An inactive model keeps its state; the memory's rows were written only where ``keep``
+    # (so only for active models), which spares a select over the whole [2M, N] memory.
+    held = jax.tree.map(
+        partial(jnp.where, active), new._replace(memory=None), c._replace(memory=None)
+    )
+    return held._replace(memory=memory)
 
 
 @cache
