@@ -308,10 +308,11 @@ SHARDED = textwrap.dedent(
     same = score_bank(b, methods=METHODS, chunk_size=1,
                       devices=jax.devices()[:1], progress=False)
     # a different per-device shape ([8, ...]): XLA's batched kernels round differently
-    one = score_bank(b, methods=METHODS, chunk_size=8,
+    one = score_bank(b, methods=METHODS[:3], chunk_size=8,
                      devices=jax.devices()[:1], progress=False)
     print(json.dumps({{m: [many.scores[m].tolist(), same.scores[m].tolist(),
-                          one.scores[m].tolist()] for m in many.methods}}
+                          one.scores[m].tolist() if m in one.scores else None]
+                      for m in many.methods}}
                      | {{"device": many.provenance["device"]}}))
     """
 )
@@ -335,7 +336,9 @@ def test_model_axis_sharded_over_devices_equals_one_device():
         # rank statistic: a float32 wobble of the coordinates swaps near-tied pair distances,
         # measured up to 2.6e-5 relative here, hence 5e-5 for it.
         rtol = 5e-5 if m == "parc" else 1e-5
-        np.testing.assert_allclose(many, one, rtol=rtol, atol=1e-6, err_msg=m)
+        if one is not None:  # logistic: only against the same per-device shape (test time)
+            np.testing.assert_allclose(many, one, rtol=rtol, atol=1e-6, err_msg=m)
+    assert set(doc) == {"parc", "logme", "leep", "logistic"}
 
 
 def test_remainder_chunks_pad_to_powers_of_two():
