@@ -499,7 +499,7 @@ def _centred_ranks(v: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _centred_ranks_by_search(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(c, t)`` of int32 ``keys: [m]`` in their order: ``c = 2 r - (m + 1)`` and the size of
-    each key's tie group, by binary searches (see :func:`_centred_ranks`)."""
+    each key's tie group, by a binary search and a scan (see :func:`_centred_ranks`)."""
     return _ranks_from_bounds(*_tie_bounds_by_search(keys), keys.shape[0])
 
 
@@ -590,7 +590,7 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
 
 
 def _two_valued_by_search(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
-    """``(c, t, flags)`` of int32 ``keys, flags: [m]`` in their own order (binary searches)."""
+    """``(c, t, flags)`` of int32 ``keys, flags: [m]`` in their own order (a binary search)."""
     return (*_centred_ranks_by_search(keys), flags)
 
 

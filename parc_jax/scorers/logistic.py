@@ -391,15 +391,16 @@ def logistic_core(
     x = standardize_rows(x, train, m)
     n, p = x.shape
     # Exact reduction to the training rows' span (see the module docstring).
-    if train_rows is not None and p > train_rows.shape[0]:
-        q, _ = jnp.linalg.qr(x[train_rows].T)  # [p, n_t]
-        x = numerics.matmul(x, q)
-    elif train_rows is None and p > n:
-        q, _ = jnp.linalg.qr(jnp.where(train[:, None], x, 0.0).T)  # [p, n]
-        x = numerics.matmul(x, q)
     if train_rows is None:
+        if p > n:
+            q, _ = jnp.linalg.qr(jnp.where(train[:, None], x, 0.0).T)  # [p, n]
+            x = numerics.matmul(x, q)
         weights, bias, _ = fit_logistic(x, labels, train, num_classes=num_classes, C=C)
-    else:  # the fit sees only the training rows: the same sums, without the n - n_t zeros
+    else:
+        if p > train_rows.shape[0]:
+            q, _ = jnp.linalg.qr(x[train_rows].T)  # [p, n_t]
+            x = numerics.matmul(x, q)
+        # the fit sees only the training rows: the same sums, without the n - n_t zeros
         rows_all = jnp.ones(train_rows.shape, bool)
         weights, bias, _ = fit_logistic(
             x[train_rows], labels[train_rows], rows_all, num_classes=num_classes, C=C
