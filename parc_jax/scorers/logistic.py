@@ -150,7 +150,8 @@ def _lbfgs_direction(g, proj, memory, sy, yy, valid, gamma, newest):
     [S^T; gamma Y^T]`` with the pairs ordered oldest first, ``R`` the upper triangle of
     ``S^T Y`` and ``D`` its diagonal. Two passes over the ``[2M, N]`` memory as matrix
     products, where the two-loop recursion makes ``4M`` dependent vector operations: that
-    was 14 of the 22 ms of one step of 8 vmapped fits (M = 20, N = 30,100) on XLA:CPU.
+    was 14 of the 22 ms of one step of 8 vmapped fits (M = 20, N = 30,100) on XLA:CPU (a
+    scratch profile; the reproducible A/B: ``benchmarks/engine_ab.py``, README).
     Empty slots get a unit diagonal and zero coupling, so they add exactly nothing.
     ``proj = memory @ g`` ``[2M]`` is the caller's (one product with the memory update's).
     """
@@ -325,9 +326,11 @@ def _lbfgs_program(num_classes: int, max_evaluations: int, gtol: float) -> Calla
 
     Under a plain ``vmap`` a ``while_loop`` whose condition differs per model selects every
     loop variable between its old and new value at every step, so the ``[B, 2M, N]`` memory
-    was copied each step (8.6 of ~22 ms per step of 8 fits at N = 30,100 on XLA:CPU) and
-    its in-place row writes were lost. The rule runs one loop while any model is active and
-    freezes the finished ones inside the step (their memory writes are masked instead).
+    was copied each step and its in-place row writes were lost (scratch profile on XLA:CPU:
+    a loop carrying an array of that size, [8, 40, 30,100], took 8.6 ms per step with a
+    per-model condition and 0.25 ms with a shared one; one step of 8 fits took ~22 ms).
+    The rule runs one loop while any model is active and freezes the finished ones inside
+    the step (their memory writes are masked instead).
     """
 
     def keep_going(c: _LbfgsState) -> jax.Array:
