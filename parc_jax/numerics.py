@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -125,7 +126,15 @@ _PCA_MODE: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 PCA_MODES = ("exact", "fast")
 FAST_PCA_ITERATIONS = 8
-NULL_COMPONENT_RTOL = 1e-5  # variance ratio below which a principal component is rank noise
+# Variance ratio (to the first component) at or below which a principal component is taken
+# as beyond the numerical rank: 16 float32 epsilons (~1.9e-6). A float32 Gram or covariance
+# eigendecomposition puts the eigenvalues of exactly rank-deficient features at up to ~3 eps
+# of the largest (measured: 1.2e-7 to 3.3e-7 for n = 500-2000, d = 64-4096, spectra spanning
+# 1e6), so 16 eps leaves a 6x margin; weaker real components cannot be resolved by it. The
+# float64 reference applies the same rule. (It was 1e-5: features with a few dominant
+# directions, e.g. 1000x "massive activations", then kept one component of 32 and PARC fell
+# from 22.9 to 3.2.)
+NULL_COMPONENT_RTOL = 16 * float(jnp.finfo(jnp.float32).eps)
 _FAST_PCA_OVERSAMPLE = 8
 
 
@@ -135,8 +144,10 @@ def pca_mode(mode: str) -> Iterator[None]:
 
     ``"exact"`` (default): dense symmetric eigendecomposition. ``"fast"``: block subspace
     iteration with Householder QR and a Rayleigh-Ritz step on the smaller of the Gram and the
-    covariance matrix. The mode is read at trace time, so it applies to functions jitted
-    inside the context (the engine builds one compiled function per mode).
+    covariance matrix. The mode is read at trace time: it applies to functions traced inside
+    the context; the public scorer functions keep one compiled program per mode
+    (:func:`jit_per_pca_mode`) and the engine builds one per mode, so both follow the mode of
+    each call.
     """
     if mode not in PCA_MODES:
         raise ValueError(f"pca mode: expected one of {PCA_MODES}, got {mode!r}")
@@ -145,6 +156,33 @@ def pca_mode(mode: str) -> Iterator[None]:
         yield
     finally:
         _PCA_MODE.reset(token)
+
+
+def jit_per_pca_mode(fn: Callable, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fn, **jit_kwargs)`` that compiles once per PCA mode: each call runs the
+    program traced under the mode current at the call (see :func:`pca_mode`).
+
+    A plain module-level ``jax.jit`` reads the mode only when it traces, so after one call
+    the cached program answered every later call of the same shapes in whatever mode it was
+    traced (a default call after one inside ``pca_mode("fast")`` returned the fast PCA's
+    result). For the public scorer functions; the engine builds one program per mode itself.
+    """
+
+    def traced_in(mode: str) -> Callable:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with pca_mode(mode):
+                return fn(*args, **kwargs)
+
+        return jax.jit(run, **jit_kwargs)
+
+    compiled = {mode: traced_in(mode) for mode in PCA_MODES}
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return compiled[_PCA_MODE.get()](*args, **kwargs)
+
+    return call
 
 
 # How the fast PCA's subspace iteration orthonormalises its block: "householder" (one LAPACK /

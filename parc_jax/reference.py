@@ -177,7 +177,10 @@ def _scalar(value: Any, name: str, *, positive: bool = True) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-NULL_COMPONENT_RTOL = 1e-5  # variance ratio below which a principal component is rank noise
+# Variance ratio below which a principal component counts as rank noise: the resolution of a
+# float32 Gram eigendecomposition (16 float32 epsilons), the precision of the engine and of
+# float16/float32 bank features; float64 would resolve far weaker components.
+NULL_COMPONENT_RTOL = 16 * float(np.finfo(np.float32).eps)
 
 
 def pca(features: Any, n_dims: int) -> np.ndarray:

@@ -782,6 +782,48 @@ def test_pca_to_more_components_than_the_rank_is_finite_and_exact():
         assert got == pytest.approx(want, rel=RTOL), (m.name, got, want)
 
 
+def test_pca_keeps_weak_components_of_features_with_massive_activations():
+    """Regression: three feature columns 1000x the others ("massive activations"; the 32nd
+    component's variance is 2e-6 of the first's) lost all but the first components to the
+    numerical-rank cut at 1e-5 (PARC 5.0 instead of 34.2). Now the cut sits at 16 float32
+    epsilons, above the rounding of a float32 Gram eigendecomposition. Against PARC on a
+    float64 SVD PCA with no cut at all (written here: the reference shares the cut)."""
+    rng = np.random.default_rng(5)
+    n, d, k, f = 200, 256, 20, 32
+    labels = np.repeat(np.arange(k), n // k)
+    x = rng.normal(size=(k, d))[labels] * 0.5 + rng.normal(size=(n, d))
+    x[:, :3] *= 1000.0
+    x = x.astype(np.float32)
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    assert 1e-6 < s[f - 1] ** 2 / s[0] ** 2 < 1e-5
+    pivot = np.argmax(np.abs(vt[:f]), axis=1)
+    signs = np.where(vt[np.arange(f), pivot] < 0, -1.0, 1.0)
+    want = ref.parc(u[:, :f] * s[:f] * signs, labels, num_classes=k, n_dims=None)
+    got = float(parc(x, labels, num_classes=k, n_dims=f))
+    # near float32's resolution the weakest components are approximate: 0.04 points here
+    assert got == pytest.approx(want, abs=0.1)
+    assert ref.parc(x.astype(np.float64), labels, num_classes=k) == pytest.approx(want, rel=1e-9)
+
+
+def test_public_scorers_follow_the_pca_mode_of_each_call():
+    """The public functions compile once per PCA mode: a call inside ``pca_mode("fast")``
+    after a default call with the same shapes is not answered by the exact program (nor the
+    other way round), as it was with one module-level jit that read the mode when tracing."""
+    from parc_jax.synthetic import synthetic_features
+
+    rng = np.random.default_rng(11)
+    labels = np.repeat(np.arange(10), 20)
+    x = synthetic_features(labels, 256, rng)
+    exact, fast = _fast_vs_exact_parc(x, labels, 10)  # 30.3469 and 30.3559
+    assert abs(exact - fast) > 5e-3
+    first = float(parc(x, labels, num_classes=10))
+    with numerics.pca_mode("fast"):
+        assert float(parc(x, labels, num_classes=10)) == pytest.approx(fast, abs=1e-4)
+    assert first == pytest.approx(exact, abs=1e-4)
+    assert float(parc(x, labels, num_classes=10)) == first
+
+
 @pytest.mark.parametrize("variant", ["householder", "cholesky"])
 def test_fast_pca_orthonormalisations_agree_with_exact(monkeypatch, variant):
     """Both ways of orthonormalising the subspace block stay within 0.2 PARC points, and the

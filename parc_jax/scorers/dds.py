@@ -73,7 +73,7 @@ def dds_core(
     return (100.0 * cross / jnp.sqrt(self_x * self_r)).astype(x.dtype)
 
 
-_dds_jit = jax.jit(dds_core, static_argnames=("n_dims",))
+_dds_jit = numerics.jit_per_pca_mode(dds_core, static_argnames=("n_dims",))
 
 
 def dds(

@@ -137,8 +137,10 @@ def gbc_spherical_core(
     return _pair_sum(_spherical_distances(means, sphere, valid), counts > 0)
 
 
-_gbc_jit = jax.jit(gbc_core, static_argnames=("num_classes", "n_dims"))
-_gbc_spherical_jit = jax.jit(gbc_spherical_core, static_argnames=("num_classes", "n_dims"))
+_gbc_jit = numerics.jit_per_pca_mode(gbc_core, static_argnames=("num_classes", "n_dims"))
+_gbc_spherical_jit = numerics.jit_per_pca_mode(
+    gbc_spherical_core, static_argnames=("num_classes", "n_dims")
+)
 
 
 def gbc(

@@ -290,8 +290,10 @@ def hscore_shrink_core(
     return (1.0 - alpha) * q / (n - 1)
 
 
-_hscore_jit = jax.jit(hscore_core, static_argnames=("num_classes", "n_dims"))
-_hscore_shrink_jit = jax.jit(hscore_shrink_core, static_argnames=("num_classes", "n_dims"))
+_hscore_jit = numerics.jit_per_pca_mode(hscore_core, static_argnames=("num_classes", "n_dims"))
+_hscore_shrink_jit = numerics.jit_per_pca_mode(
+    hscore_shrink_core, static_argnames=("num_classes", "n_dims")
+)
 
 
 def hscore(

@@ -66,7 +66,7 @@ def knn_core(
 
 
 # num_classes is unused by the computation, so it is not static: no recompilation per K.
-_knn_jit = jax.jit(knn_core, static_argnames=("n_dims",))
+_knn_jit = numerics.jit_per_pca_mode(knn_core, static_argnames=("n_dims",))
 
 
 def knn(

@@ -146,7 +146,7 @@ def logme_core(
     return jnp.sum(jnp.where(present, evidence, 0.0)) / jnp.sum(present)
 
 
-_logme_jit = jax.jit(logme_core, static_argnames=("num_classes", "n_dims"))
+_logme_jit = numerics.jit_per_pca_mode(logme_core, static_argnames=("num_classes", "n_dims"))
 
 
 def logme(

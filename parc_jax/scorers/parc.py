@@ -127,8 +127,8 @@ def rsa_core(
 
 
 # num_classes is unused by the computation, so it is not static: no recompilation per K.
-_parc_jit = jax.jit(parc_core, static_argnames=("n_dims",))
-_rsa_jit = jax.jit(rsa_core, static_argnames=("n_dims",))
+_parc_jit = numerics.jit_per_pca_mode(parc_core, static_argnames=("n_dims",))
+_rsa_jit = numerics.jit_per_pca_mode(rsa_core, static_argnames=("n_dims",))
 
 
 def _float_dtype(dtype: Any) -> np.dtype:

@@ -212,7 +212,9 @@ def transrate_core(
     return 0.5 * whole - 0.5 * per_class / present
 
 
-_transrate_jit = jax.jit(transrate_core, static_argnames=("num_classes", "n_dims", "class_block"))
+_transrate_jit = numerics.jit_per_pca_mode(
+    transrate_core, static_argnames=("num_classes", "n_dims", "class_block")
+)
 
 
 def transrate(
