@@ -592,7 +592,8 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
     ``high: bool [m]`` marks entries of the two-valued variable's larger value. With average
     ranks, the two-valued variable's ranks are constants per group, so only ``values`` needs
     ranking and the correlation is a point-biserial one:
-    ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``.
+    ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``; NaN when ``values`` or
+    ``high`` is constant (undefined).
 
     ``method="search"``: one sort of the bare int32 keys, no payload; each value's tie group
     spans ``[left, right)`` of the sorted keys (a binary search for ``left``, ``right`` from
@@ -624,7 +625,11 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
     m0 = jnp.float32(m) - m1
     ss_r = _centred_sum_squares(m, tie_term)
     ss_label = m0 * m1 * jnp.float32(m) / 4.0
-    return (jnp.float32(m) / 2.0) * s_high / jnp.sqrt(ss_r * ss_label)
+    rho = (jnp.float32(m) / 2.0) * s_high / jnp.sqrt(ss_r * ss_label)
+    # Undefined when either side is constant; tested exactly (every c is 0 when all values
+    # tie), since the float32 sum of squares of one m-sized tie group rounds to a small
+    # nonzero number and gave 0.
+    return jnp.where(jnp.all(c == 0) | (m0 == 0) | (m1 == 0), jnp.nan, rho)
 
 
 def _two_valued_by_search(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
@@ -639,14 +644,16 @@ def _two_valued_by_pairs(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, 
 
 
 def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Spearman correlation of ``a, b: [m]`` with average ranks for ties (as SciPy)."""
+    """Spearman correlation of ``a, b: [m]`` with average ranks for ties (as SciPy); NaN
+    when either is constant (undefined, as SciPy)."""
     m = a.shape[0]
     ca, ta = _centred_ranks(a)
     cb, tb = _centred_ranks(b)
     # c values are exact integers, products in float32 are rounded once each, and the sum
     # is blocked.
     cross = accurate_sum(ca.astype(jnp.float32) * cb.astype(jnp.float32)) / 4.0
-    return cross / jnp.sqrt(_centred_sum_squares(m, ta) * _centred_sum_squares(m, tb))
+    rho = cross / jnp.sqrt(_centred_sum_squares(m, ta) * _centred_sum_squares(m, tb))
+    return jnp.where(jnp.all(ca == 0) | jnp.all(cb == 0), jnp.nan, rho)  # constant: undefined
 
 
 def pearson(a: jax.Array, b: jax.Array) -> jax.Array:

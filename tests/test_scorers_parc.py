@@ -12,6 +12,7 @@ case to the width of another so that both programs are reused.
 
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
 
 import jax
@@ -780,6 +781,51 @@ def test_pca_to_more_components_than_the_rank_is_finite_and_exact():
         got = float(gbc(x, labels, num_classes=k))
         want = ref.gbc(x.astype(np.float64), labels, num_classes=k, n_dims=64)
         assert got == pytest.approx(want, rel=RTOL), (m.name, got, want)
+
+
+def test_parc_and_rsa_are_undefined_when_every_distance_ties():
+    """Regression: one dimension (n_dims=1, or a single column) makes every row-correlation
+    distance equal, so Spearman is 0/0; the float32 sum of squares of one tie group of all
+    m = 1,770 pairs rounded to a small number and PARC and RSA returned 0. The Spearman
+    functions return NaN (the engine flags it per model) and the public scorers raise, as the
+    reference does."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 15)
+    calls = [
+        lambda: parc(x, y, num_classes=4, n_dims=1),
+        lambda: parc(x[:, :1], y, num_classes=4, n_dims=None),
+        lambda: rsa(x, x, n_dims=1),
+        lambda: ref.parc(x.astype(np.float64), y, num_classes=4, n_dims=1),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="all equal"):
+            call()
+    m = 60 * 59 // 2
+    flat, ramp = jnp.ones(m), jnp.arange(m, dtype=jnp.float32)
+    for method in numerics.SPEARMAN_TWO_VALUED_METHODS:
+        assert np.isnan(float(numerics.spearman_two_valued(flat, ramp % 3 == 0, method=method)))
+        assert np.isnan(float(numerics.spearman_two_valued(ramp, ramp < 0, method=method)))
+    assert np.isnan(float(numerics.spearman(flat, ramp)))
+    assert np.isnan(float(numerics.spearman(ramp, flat)))
+    assert float(numerics.spearman(ramp, ramp)) == pytest.approx(1.0)
+
+
+def test_dds_warns_when_pca_whitens_the_probe():
+    """PCA to >= n - 1 dims then standardisation makes every pair of probe images equally far
+    apart: the public dds() warns, as hscore() does in its degenerate case (the engine sets
+    such scores to NaN with a note)."""
+    from parc_jax.scorers.hscore import DegenerateScoreWarning
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 40)).astype(np.float32)
+    r = rng.normal(size=(24, 30)).astype(np.float32)
+    with pytest.warns(DegenerateScoreWarning, match="whitens"):
+        dds(x, r, n_dims=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateScoreWarning)
+        dds(x, r, n_dims=8)
+        dds(x, r, n_dims=None)
 
 
 def test_pca_keeps_weak_components_of_features_with_massive_activations():

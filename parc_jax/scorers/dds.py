@@ -15,15 +15,26 @@ factors cancel in CKA.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from parc_jax import numerics
+from parc_jax.scorers.hscore import DegenerateScoreWarning
 from parc_jax.scorers.parc import _after_pca, _reduce, prepare_pair
+from parc_jax.validation import is_traced
 
-__all__ = ["cosine_distance", "dds", "dds_core", "u_centre"]
+__all__ = ["cosine_distance", "dds", "dds_core", "dds_is_degenerate", "u_centre"]
+
+
+def dds_is_degenerate(n: int, width: int, n_dims: int | None) -> bool:
+    """True when PCA to ``min(n_dims, width) >= n - 1`` dims and standardisation whiten the
+    ``n`` probe rows: every pair is then equally far apart and CKA is 0/0 (rounding noise).
+    ``width``: the valid feature (or reference) columns. Without PCA nothing is whitened."""
+    return n_dims is not None and min(n_dims, width) >= n - 1
 
 
 def cosine_distance(x: jax.Array) -> jax.Array:
@@ -89,9 +100,21 @@ def dds(
     ``features: [n, d]``, ``reference_features: [n, d_r]`` (same probe images, same order),
     optional column masks. Reduce both to ``n_dims`` (exact PCA; ``None``: none), standardise,
     cosine-distance matrices, debiased CKA. Needs ``n >= 4`` probe images (the unbiased HSIC
-    divides by ``n - 3``). Labels are not used.
+    divides by ``n - 3``). Labels are not used. Warns with ``DegenerateScoreWarning`` when the
+    PCA width reaches ``n - 1`` (:func:`dds_is_degenerate`: the score is then noise).
     """
+    traced = is_traced(features, reference_features, feature_mask, reference_mask)
     features, reference_features, feature_mask, reference_mask = prepare_pair(
         features, reference_features, feature_mask, reference_mask, n_dims, min_rows=4
     )
+    n = features.shape[0]
+    widths = [] if traced else [int(np.sum(np.asarray(m))) for m in (feature_mask, reference_mask)]
+    if any(dds_is_degenerate(n, w, n_dims) for w in widths):
+        warnings.warn(
+            f"dds: PCA to {min(n_dims, max(widths))} >= n - 1 = {n - 1} dims whitens the probe "
+            "(every pair of images equally far apart), so DDS is 0/0 and the value is rounding "
+            "noise; reduce to fewer dimensions (n_dims) or draw a larger probe",
+            DegenerateScoreWarning,
+            stacklevel=2,
+        )
     return _dds_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)

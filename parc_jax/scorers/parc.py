@@ -211,7 +211,24 @@ def parc(
         _check_label_pairs(y, "parc")
         features, labels = _float_array(f), jnp.asarray(y)
         feature_mask = _mask_or_ones(feature_mask, f.shape[1])
+        return _defined(
+            _parc_jit(features, labels, feature_mask, num_classes=num_classes, n_dims=n_dims),
+            "parc",
+        )
     return _parc_jit(features, labels, feature_mask, num_classes=num_classes, n_dims=n_dims)
+
+
+def _defined(score: jax.Array, method: str) -> jax.Array:
+    """``score``, or a ValueError when it is NaN: every pairwise feature distance was equal
+    (one dimension after PCA or masking: a one-element row has no correlation), so the rank
+    correlation is undefined (the cores return NaN there; the engine flags it per model)."""
+    if bool(jnp.isnan(score)):
+        raise ValueError(
+            f"{method}: the pairwise feature distances are all equal (e.g. one dimension left "
+            "after PCA or the mask), so the rank correlation is undefined; use n_dims >= 2 "
+            "or features with more than one varying dimension"
+        )
+    return score
 
 
 def prepare_pair(
@@ -257,7 +274,9 @@ def rsa(
     PCA; ``None``: none) and standardised; the score is the Spearman correlation of the two
     ``triu(1 - corrcoef(rows))``. Labels are not used.
     """
+    traced = is_traced(features, reference_features, feature_mask, reference_mask)
     features, reference_features, feature_mask, reference_mask = prepare_pair(
         features, reference_features, feature_mask, reference_mask, n_dims, min_rows=3
     )
-    return _rsa_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)
+    score = _rsa_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)
+    return score if traced else _defined(score, "rsa")
