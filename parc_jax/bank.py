@@ -38,6 +38,9 @@ import hashlib
 import json
 import os
 import sys
+import unicodedata
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +88,11 @@ _MODEL_OPTIONAL = ("probs", "depth", "source", "source_images", "meta")
 _FEATURE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _HASH_BLOCK = 1 << 20
+# what np.load and reading an .npz member raise on a corrupt or unreadable file
+_LOAD_ERRORS = (
+    OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+    KeyError, RuntimeError,
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +258,21 @@ def _str(value: Any, loc: _Loc, fld: str) -> str:
     if not isinstance(value, str) or not value:
         raise loc.error(fld, f"must be a non-empty string, got {_type_name(value)} {value!r:.40}")
     return str(value)
+
+
+def _name_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a model name, or None when it can."""
+    if not isinstance(value, str) or not value:
+        return f"must be a non-empty string, got {_type_name(value)} {value!r:.40}"
+    if not value.strip():
+        return f"must not be blank (whitespace only), got {value!r:.40}"
+    for ch in value:
+        if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
+            return (
+                f"must not contain control characters such as newlines or tabs "
+                f"({ch!r} found), got {value!r:.60}"
+            )
+    return None
 
 
 def _int(value: Any, loc: _Loc, fld: str, *, minimum: int) -> int:
@@ -497,10 +520,12 @@ def _parse_model(tree: Any, index: int, target: Target, shard: str) -> ModelEntr
     loc = _Loc(shard, "model", index)
     tree = _mapping(tree, loc, None)
     name = tree.get("name")
-    if isinstance(name, str) and name:
+    problem = _name_problem(name)
+    if problem is None:
         loc = _Loc(shard, "model", str(name))
     _check_keys(tree, loc, _MODEL_REQUIRED, _MODEL_OPTIONAL)
-    name = _str(name, loc, "name")
+    if problem is not None:
+        raise loc.error("name", problem)
     features = _check_features(tree["features"], loc, target.n)
     architecture = _str(tree["architecture"], loc, "architecture")
     probs = tree.get("probs")
@@ -579,14 +604,21 @@ def validate_bank(obj: Bank | Mapping, *, shard: str | None = None) -> Bank:
 # Trees (what gets serialised)
 
 
+def _tree_int(value: Any) -> Any:
+    """Integers (not bools) as Python int; anything else unchanged, for validation to reject."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 def _target_to_tree(target: Target) -> dict[str, Any]:
     tree: dict[str, Any] = {
         "name": target.name,
         "labels": np.asarray(target.labels),
-        "num_classes": int(target.num_classes),
+        "num_classes": _tree_int(target.num_classes),
     }
     if target.num_images is not None:
-        tree["num_images"] = int(target.num_images)
+        tree["num_images"] = _tree_int(target.num_images)
     ref = target.reference_features
     if isinstance(ref, Mapping):
         tree["reference_features"] = {str(k): np.asarray(v) for k, v in ref.items()}
@@ -610,7 +642,7 @@ def _model_to_tree(model: ModelEntry, features_dtype: np.dtype | None = None) ->
     for key in ("depth", "source_images"):
         value = getattr(model, key)
         if value is not None:
-            tree[key] = int(value) if isinstance(value, (int, np.integer)) else value
+            tree[key] = _tree_int(value)
     if model.source is not None:
         tree["source"] = model.source
     if model.meta:
@@ -1250,6 +1282,41 @@ def bank_from_arrays(
     order. reference_features: ``[n, d_r]`` or ``{architecture: [n, d_r]}``.
     Raises :class:`BankError` (a ValueError) on anything the file format would reject.
     """
+    bank = _assemble_bank(
+        target_name=target_name,
+        labels=labels,
+        features=features,
+        num_classes=num_classes,
+        names=names,
+        architectures=architectures,
+        probs=probs,
+        depths=depths,
+        sources=sources,
+        source_images=source_images,
+        num_images=num_images,
+        reference_features=reference_features,
+        meta=meta,
+    )
+    return validate_tree(bank_to_tree(bank), shard=_MEMORY)
+
+
+def _assemble_bank(
+    *,
+    target_name: str,
+    labels: Any,
+    features: Mapping[str, Any] | Sequence[Any],
+    num_classes: Any,
+    names: Sequence[str] | None,
+    architectures: Any,
+    probs: Any,
+    depths: Any,
+    sources: Any,
+    source_images: Any,
+    num_images: Any,
+    reference_features: Any,
+    meta: Any,
+) -> Bank:
+    """The :class:`Bank` of :func:`bank_from_arrays`, not yet validated."""
     lab = _as_labels(labels)
     if isinstance(features, Mapping):
         if names is not None:
@@ -1311,7 +1378,7 @@ def bank_from_arrays(
                 meta={} if meta_list[i] is None else meta_list[i],
             )
         )
-    return validate_tree(bank_to_tree(Bank(target, models)), shard=_MEMORY)
+    return Bank(target, models)
 
 
 _NPZ_KEYS = ("features", "probs", "architecture", "depth", "source", "source_images")
@@ -1326,14 +1393,26 @@ def npz_folder_to_bank(
     architecture: str | None = None,
     num_images: int | None = None,
     reference_features: Any = None,
+    labels_source: str | os.PathLike | None = None,
 ) -> Bank:
     """Build a bank from a folder of per-model ``*.npz`` files (sorted by name).
 
     Each file holds ``features`` ``[n, d]`` and optionally ``probs`` ``[n, z]`` and the scalars
     (0-d arrays) ``architecture``, ``depth``, ``source``, ``source_images``; the model name is
     the file stem. ``architecture`` is the default for files without one. Files are loaded with
-    ``allow_pickle=False``; other keys are rejected.
+    ``allow_pickle=False``; other keys are rejected; a corrupt file raises :class:`BankError`
+    naming it. Errors in a model's values name its ``.npz`` file; errors in the target name
+    ``labels_source`` (where the labels came from, e.g. their file; default ``<memory>``).
     """
+    labels_shard = _MEMORY if labels_source is None else str(labels_source)
+    try:
+        labels = _as_labels(labels)
+    except BankError:
+        raise
+    except ValueError as exc:
+        raise BankError(f"{labels_shard}: {exc}", shard=labels_shard, field="labels") from None
+    n = labels.shape[0]
+    labels_what = "the labels" if labels_source is None else f"the labels ({labels_source})"
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"folder: {root} is not a directory")
@@ -1345,16 +1424,30 @@ def npz_folder_to_bank(
     for path in files:
         loc = _Loc(str(path), "model", path.stem)
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load goes by content
+                raise ValueError("it is a single .npy array, not a zip of named arrays")
+            with loaded as npz:
                 data = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise loc.error(None, f"cannot read the .npz file ({exc})") from None
+        except _LOAD_ERRORS as exc:
+            raise loc.error(
+                None, f"cannot read the .npz file ({type(exc).__name__}: {exc})"
+            ) from None
         unknown = sorted(set(data) - set(_NPZ_KEYS))
         if unknown:
             raise loc.error(unknown[0], f"unknown key (allowed: {', '.join(_NPZ_KEYS)})")
         if "features" not in data:
             raise loc.error("features", "is missing from the .npz file")
         feats[path.stem] = data["features"]
+        for key in ("features", "probs"):
+            rows = np.shape(data[key])[0] if np.ndim(data.get(key)) == 2 else n
+            if rows != n:
+                raise loc.error(
+                    key,
+                    f"{rows} rows but {labels_what} have {n} entries; features, "
+                    "probabilities and labels must come from the same probe images in the same "
+                    "order",
+                )
         for key in _NPZ_KEYS[1:]:
             if key in data:
                 value = data[key] if key == "probs" else _scalar(data[key])
@@ -1368,19 +1461,33 @@ def npz_folder_to_bank(
                     "is missing; store it in the .npz or pass architecture= (--architecture)",
                 )
             extras["architecture"][path.stem] = architecture
-    return bank_from_arrays(
-        target_name=target_name,
-        labels=labels,
-        features=feats,
-        num_classes=num_classes,
-        architectures=extras["architecture"],
-        probs=extras["probs"] or None,
-        depths=extras["depth"] or None,
-        sources=extras["source"] or None,
-        source_images=extras["source_images"] or None,
-        num_images=num_images,
-        reference_features=reference_features,
-    )
+    shards = {path.stem: str(path) for path in files}
+    try:
+        bank = _assemble_bank(
+            target_name=target_name,
+            labels=labels,
+            features=feats,
+            num_classes=num_classes,
+            names=None,
+            architectures=extras["architecture"],
+            probs=extras["probs"] or None,
+            depths=extras["depth"] or None,
+            sources=extras["source"] or None,
+            source_images=extras["source_images"] or None,
+            num_images=num_images,
+            reference_features=reference_features,
+            meta=None,
+        )
+    except BankError:
+        raise
+    except ValueError as exc:  # e.g. "features['alpha']: expected real numbers, ..."
+        raise BankError(f"{root}: {exc}", shard=str(root)) from None
+    # validate_tree with each model checked against its own .npz file
+    tree = bank_to_tree(bank)
+    target = _parse_target(tree["target"], labels_shard)
+    models = [_parse_model(m, i, target, shards[m["name"]]) for i, m in enumerate(tree["models"])]
+    _check_unique((m.name, shards[m.name]) for m in models)
+    return Bank(target, models)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1502,10 +1609,14 @@ def _format_info(info: dict[str, Any]) -> str:
 
 def _load_labels(path: str, key: str | None) -> np.ndarray:
     p = Path(path)
+
+    def cannot(exc: BaseException) -> ValueError:
+        return ValueError(f"--labels: cannot read {p} ({type(exc).__name__}: {exc})")
+
     try:
         loaded = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"--labels: cannot read {p} ({exc})") from None
+    except _LOAD_ERRORS as exc:
+        raise cannot(exc) from None
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded as npz:
@@ -1514,7 +1625,10 @@ def _load_labels(path: str, key: str | None) -> np.ndarray:
             key = "labels" if "labels" in keys else (keys[0] if len(keys) == 1 else None)
         if key is None or key not in keys:
             raise ValueError(f"--labels: {p} holds {keys}; choose one with --labels-key")
-        return npz[key]
+        try:
+            return npz[key]
+        except _LOAD_ERRORS as exc:
+            raise cannot(exc) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -1581,6 +1695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_classes=args.num_classes,
                 architecture=args.architecture,
                 num_images=args.num_images,
+                labels_source=args.labels,
             )
             write_bank(args.out, bank, features_dtype=args.features_dtype)
             print(

@@ -871,3 +871,174 @@ def test_cli_merge_and_from_npz(tmp_path, capsys):
     assert B.main([*args, "--labels", str(tmp_path / "labels.npy")]) == 2  # gamma lacks an arch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gamma.npz" in err[0] and "architecture" in err[0]
+
+
+# --------------------------------------------------------------------------------------------
+# walkthrough defects: corrupt .npz inputs, labels-length mismatch, bad names, bools as ints
+
+
+def corrupt_npz(path: Path) -> Path:
+    """A zip whose member fails its CRC check when read (the archive itself opens)."""
+    np.savez(path, features=np.ones((N, 4), np.float32))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_cli_from_npz_corrupt_inputs_name_the_file(tmp_path, capsys):
+    good = tmp_path / "good"
+    write_npz_folder(good)
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(N) % K)
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "a.npz").write_bytes(b"PK\x03\x04junk")
+    crc_dir = tmp_path / "crc"
+    crc_dir.mkdir()
+    corrupt_npz(crc_dir / "b.npz")
+    bad_npz, bad_npy = tmp_path / "bad_labels.npz", tmp_path / "bad_labels.npy"
+    bad_npz.write_bytes(b"PK\x03\x04junk")
+    bad_npy.write_bytes(b"\x93NUMPY\x01\x00junk")
+    crc_labels = tmp_path / "crc_labels.npz"
+    np.savez(crc_labels, labels=np.arange(N) % K)
+    data = bytearray(crc_labels.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    crc_labels.write_bytes(bytes(data))
+    out = tmp_path / "o.msgpack"
+    cases = [
+        (bad_dir, labels, bad_dir / "a.npz"),
+        (crc_dir, labels, crc_dir / "b.npz"),
+        (good, bad_npz, bad_npz),
+        (good, bad_npy, bad_npy),
+        (good, crc_labels, crc_labels),
+    ]
+    for folder, lab, culprit in cases:
+        argv = ["from-npz", str(folder), "--labels", str(lab), "--target-name", "t"]
+        assert B.main([*argv, "--architecture", "q", "-o", str(out)]) == 2, culprit
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(culprit) in err[0] and "cannot read" in err[0], err
+    assert not out.exists()
+    npy_dir = tmp_path / "npy"
+    npy_dir.mkdir()
+    with open(npy_dir / "c.npz", "wb") as f:  # a plain .npy under an .npz name
+        np.save(f, np.ones((N, 4), np.float32))
+    argv = ["from-npz", str(npy_dir), "--labels", str(labels), "--target-name", "t"]
+    assert B.main([*argv, "--architecture", "q", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "c.npz" in err[0] and "cannot read" in err[0], err
+    with pytest.raises(BankError, match="a.npz"):
+        B.npz_folder_to_bank(bad_dir, labels=np.arange(N) % K, target_name="t", architecture="q")
+
+
+def test_from_npz_labels_length_mismatch_names_the_files(tmp_path, capsys):
+    write_npz_folder(tmp_path / "npz")
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(N + 3) % K)
+    argv = ["from-npz", str(tmp_path / "npz"), "--labels", str(labels), "--target-name", "t"]
+    assert B.main([*argv, "--architecture", "q", "-o", str(tmp_path / "o.msgpack")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "<memory>" not in err[0], err
+    for part in ("alpha.npz", "model 'alpha'", "field 'features'", str(labels), f"{N} rows"):
+        assert part in err[0], (part, err)
+    err = raises_bank_error(
+        lambda: B.npz_folder_to_bank(
+            tmp_path / "npz", labels=np.arange(N + 3) % K, target_name="t", architecture="q"
+        ),
+        str(tmp_path / "npz" / "alpha.npz"),
+        "model 'alpha' field 'features'",
+    )
+    assert "<memory>" not in str(err)
+    # other problems of a model's arrays also name its .npz, not <memory>
+    np.savez(tmp_path / "npz" / "alpha.npz", features=np.full((N, 3), np.nan, np.float32))
+    raises_bank_error(
+        lambda: B.npz_folder_to_bank(
+            tmp_path / "npz", labels=np.arange(N) % K, target_name="t", architecture="q"
+        ),
+        str(tmp_path / "npz" / "alpha.npz"),
+        "field 'features'",
+        "non-finite",
+    )
+
+
+BAD_NAMES = [
+    "line\nbreak",
+    " ",
+    "",
+    "\t",
+    "tab\there",
+    "cr\r",
+    "esc\x1b[31m",
+    "nul\x00",
+    "ls\u2028",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_model_names_are_rejected(tmp_path, name):
+    feats = {name: np.ones((N, 3), np.float32), "ok": np.ones((N, 2), np.float32)}
+    err = raises_bank_error(
+        lambda: B.bank_from_arrays(target_name="t", labels=np.arange(N) % K, features=feats),
+        "<memory>",
+        "model #0",
+        "field 'name'",
+    )
+    assert err.field == "name"
+
+    def mutate(t):
+        t["models"][1]["name"] = name
+
+    check_read_error(bad_file(tmp_path, mutate), "model #1", "field 'name'")
+    bank = make_bank()
+    bank.models[2].name = name
+    out = tmp_path / "w.msgpack"
+    raises_bank_error(lambda: B.write_bank(out, bank), str(out), "model #2", "field 'name'")
+    assert not out.exists() and no_temp_files(tmp_path)
+
+
+def test_good_unusual_model_names_still_accepted():
+    names = ["a b", " lead", "ünï/códe", "x.y-z_1"]
+    bank = B.bank_from_arrays(
+        target_name="t", labels=np.arange(N) % K, features=[np.ones((N, 2))] * 4, names=names
+    )
+    assert bank.names == names
+
+
+def test_bools_are_not_integers(tmp_path):
+    labels = np.arange(N) % K
+    feats = {"a": np.ones((N, 3), np.float32)}
+    for kw, fld in [
+        (dict(depths=[True]), "depth"),
+        (dict(depths={"a": np.bool_(True)}), "depth"),
+        (dict(source_images=[True]), "source_images"),
+        (dict(num_images=True), "num_images"),
+        (dict(num_images=np.bool_(True)), "num_images"),
+        (dict(num_classes=True), "num_classes"),
+    ]:
+        raises_bank_error(
+            lambda kw=kw: B.bank_from_arrays(target_name="t", labels=labels, features=feats, **kw),
+            f"field '{fld}'",
+            "must be an integer",
+            "bool",
+        )
+    out = tmp_path / "w.msgpack"
+    bank = make_bank()
+    bank.models[0].depth = True
+    raises_bank_error(lambda: B.write_bank(out, bank), "field 'depth'", "must be an integer")
+    bank = make_bank()
+    bank.target.num_images = False
+    raises_bank_error(lambda: B.write_bank(out, bank), "field 'num_images'", "must be an integer")
+    bank = make_bank()
+    bank.target.num_classes = 4.0
+    raises_bank_error(lambda: B.write_bank(out, bank), "field 'num_classes'", "must be an integer")
+    assert not out.exists()
+    # real integers of any integer type still work
+    bank = B.bank_from_arrays(
+        target_name="t",
+        labels=labels,
+        features=feats,
+        depths=[np.int16(3)],
+        num_images=np.uint32(50),
+        num_classes=np.int64(K),
+    )
+    assert bank.models[0].depth == 3 and bank.target.num_images == 50
