@@ -16,12 +16,13 @@ import jax
 import numpy as np
 
 from parc_jax import __version__
-from parc_jax.bank import Bank, ModelEntry, open_bank
+from parc_jax.bank import Bank, BankReader, ModelEntry, open_bank
 from parc_jax.distributed import gather_results, local_shards
 from parc_jax.engine import (
     DEFAULT_CHUNK_SIZE,
     EngineOptions,
     ModelBatch,
+    ModelFacts,
     TargetInfo,
     make_mesh,
     method_dims,
@@ -46,7 +47,8 @@ class ScoreResult:
 
     ``scores[method]`` is a float array ``[M]`` aligned with ``models``. With the score spread
     (``bootstrap > 0``), ``spread[method]`` holds ``mean``, ``std`` (over resamples, population)
-    and ``top1`` (fraction of resamples in which the model ranked first).
+    and ``top1`` (fraction of resamples in which the model ranked first); a model whose score
+    is NaN (see ``flags``) has NaN mean and std and never ranks first.
     """
 
     target: dict[str, Any]
@@ -92,7 +94,7 @@ class ScoreResult:
         out = []
         order = self.order(sort_by)
         if top is not None:
-            order = order[:top]
+            order = order[: _check_top(top)]
         ranks = {m: self.ranks(m) for m in self.methods}
         for i in order:
             row = {"name": self.models[i]["name"], "architecture": self.models[i]["architecture"]}
@@ -110,7 +112,7 @@ class ScoreResult:
         ranks = {m: self.ranks(m) for m in self.methods}
         order = self.order(sort_by)
         if top is not None:
-            order = order[:top]
+            order = order[: _check_top(top)]
         models = []
         for i in order:
             entry = dict(self.models[i])
@@ -130,6 +132,13 @@ class ScoreResult:
             "provenance": self.provenance,
             "models": models,
         }
+
+
+def _check_top(top: Any) -> int:
+    """``top`` as a positive int (a slice would take -1 as "all but the last", 0 as none)."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top: expected a positive int, got {top!r}")
+    return int(top)
 
 
 def _finite_or_none(x: Any) -> float | None:
@@ -203,10 +212,14 @@ def score_bank(
     """Score every model of ``bank`` (a :class:`~parc_jax.bank.Bank` or a path to a file or a
     directory of shards) with ``methods`` in one compiled pass per width bucket.
 
+    ``methods``: ``"all"`` (every scorer that every model of the bank supports; the others
+    are listed in ``skipped`` with why), one name, ``"a,b"`` or a list; repeats count once.
     ``n_dims``: ``"default"`` (METRICS.md's per-scorer reduction), None (no reduction) or an
     int for every scorer that reduces. ``depth_prior`` adds ``<method>+l`` outputs (z-score
-    over the bank plus ``depth / l_max``). ``bootstrap=R`` rescores on R seeded stratified
-    80% subsamples of the probe and reports each score's spread and top-1 frequency.
+    over the models with a finite score plus ``depth / l_max``; NaN where the score is NaN).
+    ``bootstrap=R`` rescores on R seeded stratified 80% subsamples of the probe and reports
+    each score's spread and top-1 frequency. Scores that carry no information or are undefined
+    are NaN, in the spread too, and ``flags`` says why and for which models.
     ``devices``: shard the model axis over these (default: all local devices).
 
     Several processes (after ``jax.distributed.initialize``, see :mod:`parc_jax.distributed`):
@@ -222,17 +235,24 @@ def score_bank(
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap: expected a non-negative int, got {bootstrap!r}")
-    if not (np.isfinite(l_max) and l_max > 0):
-        raise ValueError(f"l_max: expected a positive number, got {l_max!r}")
+    if (
+        isinstance(l_max, bool)
+        or not isinstance(l_max, (int, float, np.integer, np.floating))
+        or not (np.isfinite(l_max) and l_max > 0)
+    ):
+        raise ValueError(f"l_max: expected a finite positive number, got {l_max!r}")
+    l_max = float(l_max)
 
     if isinstance(bank, Bank):
         target_obj, num_models, sha = bank.target, len(bank.models), None
+        facts = [ModelFacts.of(m) for m in bank.models]
 
         def entries() -> Iterator[ModelEntry]:
             return iter(bank.models)
     elif jax.process_count() > 1:
         # Multi-process run: each process streams its own shards; results meet on all.
         reader = open_bank(bank)
+        facts = reader_facts(reader)  # the whole bank's: every process resolves alike
         local = local_shards(reader.shards)
         target_obj, sha = reader.target, reader.sha256() if jax.process_index() == 0 else None
         local_readers = [open_bank(path) for path in local]
@@ -244,21 +264,23 @@ def score_bank(
     else:
         reader = open_bank(bank)
         target_obj, num_models, sha = reader.target, reader.num_models, reader.sha256()
+        facts = reader_facts(reader)
         entries = reader.iter_models
 
     target = _target_info(target_obj)
-    stream = (_narrow(e) for e in entries())
-    first = next(stream, None)
-    if first is None:
+    if not facts:
         raise ValueError("bank: holds no models")
-    run, skipped = resolve_methods(methods, target, first)
+    # "all" is decided from every model's fields, not the first one's: order must not matter
+    run, skipped = resolve_methods(methods, target, facts)
     if depth_prior:
-        missing = [first.name] if first.depth is None else []
-        if missing:
+        lacking = [f.name for f in facts if not f.depth]
+        if lacking:
             raise ValueError(
-                "depth_prior: the bank's models have no 'depth' (model "
-                f"{missing[0]!r}); add depths to the bank or drop --depth-prior"
+                f"depth_prior: model {lacking[0]!r} has no 'depth' ({len(lacking)} of "
+                f"{len(facts)} models lack it); add depths to the bank or drop --depth-prior"
             )
+        if len(facts) < 2:
+            raise ValueError("depth_prior: needs at least 2 models to z-score over")
     dims = method_dims(run, n_dims)
     options = EngineOptions(
         methods=tuple(run), dims=tuple(sorted(dims.items())), pca=pca, chunk_size=chunk_size
@@ -283,13 +305,9 @@ def score_bank(
 
         bar = tqdm(total=num_models, desc=f"scoring {target.name}", unit="model", file=sys.stderr)
 
-    def all_models() -> Iterator[ModelBatch]:
-        yield first
-        yield from stream
-
     try:
         kept, raw = score_stream(
-            all_models(),
+            (_narrow(e) for e in entries()),
             target,
             options,
             mesh=mesh,
@@ -305,29 +323,49 @@ def score_bank(
 
     scores = {m: raw[m][0] for m in run}
     methods_out = list(run)
-    spread = None
+    # Blank what carries no information before anything is derived from the scores: the
+    # depth prior's z-score and the spread must not see a degenerate value.
+    flags = degenerate_flags(kept, target, dims, scores)
+    spread, boots = None, {}
     if bootstrap:
-        spread = {m: _spread(raw[m][1:]) for m in run}
+        spread = {}
+        for m in run:
+            boot = np.array(raw[m][1:], np.float64)
+            for r, idx in enumerate(probe_sets[1:]):
+                boot[r, _undefined(m, kept, target, dims[m], len(idx))[0]] = np.nan
+            boot[:, ~np.isfinite(scores[m])] = np.nan  # blanked on the full probe
+            boots[m] = boot
+            spread[m] = _spread(boot)
+            late = np.flatnonzero(np.isnan(spread[m]["mean"]) & np.isfinite(scores[m]))
+            if late.size:
+                note = (
+                    f"spread NaN for {_some(kept, late)}: undefined or not finite on some of "
+                    "the bootstrap resamples (a smaller probe)"
+                )
+                flags[m] = f"{flags[m]}; {note}" if m in flags else note
     if depth_prior:
-        depths = [m.depth for m in kept]
-        lacking = [m.name for m, d in zip(kept, depths) if d is None]
-        if lacking:
-            raise ValueError(
-                f"depth_prior: model(s) {', '.join(lacking[:3])} have no 'depth'; add depths "
-                "to the bank or drop --depth-prior"
-            )
-        if len(kept) < 2:
-            raise ValueError("depth_prior: needs at least 2 models to z-score over")
-        d = np.asarray(depths, np.float32)
+        lacking = [m.name for m in kept if m.depth is None]
+        if lacking:  # the bank changed since its fields were read
+            raise ValueError(f"depth_prior: model {lacking[0]!r} has no 'depth'")
+        d = np.asarray([m.depth for m in kept], np.float64)
         for m in run:
             key = m + PRIOR_SUFFIX
-            scores[key] = np.asarray(_depth_prior(scores[m], d, l_max=l_max))
+            scores[key] = _prior(scores[m], d, l_max)
             methods_out.append(key)
             if spread is not None:
-                boot = np.stack([np.asarray(_depth_prior(s, d, l_max=l_max)) for s in raw[m][1:]])
-                spread[key] = _spread(boot)
-
-    flags = degenerate_flags(kept, target, dims, scores)
+                spread[key] = _spread(np.stack([_prior(s, d, l_max) for s in boots[m]]))
+            blank = np.flatnonzero(np.isnan(scores[key]))
+            finite = int(np.isfinite(scores[m]).sum())
+            if finite < 2:
+                flags[key] = (
+                    f"NaN for every model: {finite} model(s) have a finite {m}, and the "
+                    "z-score needs at least 2; shown as NaN"
+                )
+            elif blank.size:
+                flags[key] = (
+                    f"NaN for {_some(kept, blank)}: {m} is NaN there (see its note); the "
+                    f"z-score is over the other {finite} model(s); shown as NaN"
+                )
 
     provenance = {
         "package": "parc-jax",
@@ -365,9 +403,102 @@ def score_bank(
     )
 
 
+def reader_facts(reader: BankReader) -> list[ModelFacts]:
+    """Every model's :class:`~parc_jax.engine.ModelFacts` (name, architecture, which optional
+    fields it has) from :meth:`BankReader.model_fields`: the shards' msgpack headers, without
+    reading the arrays."""
+    return [ModelFacts(**fields) for fields in reader.model_fields()]
+
+
+def _some(kept: Sequence[ModelBatch], index: Sequence[int] | np.ndarray) -> str:
+    """``"2 of 4 model(s) ('a', 'b')"``: how many, and which (the first 3)."""
+    names = ", ".join(repr(kept[i].name) for i in list(index)[:3])
+    more = ", ..." if len(index) > 3 else ""
+    return f"{len(index)} of {len(kept)} model(s) ({names}{more})"
+
+
+def _prior(values: np.ndarray, depths: np.ndarray, l_max: float) -> np.ndarray:
+    """The depth prior over the models with a finite score; NaN for the others (and for all
+    when fewer than 2 are finite: no sample std)."""
+    values = np.asarray(values, np.float64)
+    out = np.full(values.shape, np.nan)
+    finite = np.isfinite(values)
+    if finite.sum() >= 2:
+        out[finite] = np.asarray(_depth_prior(values[finite], depths[finite], l_max=l_max))
+    return out
+
+
 def _whitened(n: int, width: int, n_dims: int | None) -> bool:
     """PCA to >= n - 1 dims then standardising whitens the probe: all rows equidistant."""
     return n_dims is not None and min(n_dims, width) >= n - 1
+
+
+def _one_dim(width: int, n_dims: int | None) -> bool:
+    """One column left after PCA: a one-element row has no correlation with another."""
+    return min(width, n_dims or width) <= 1
+
+
+_WHY = {
+    "hscore": "the reduced dimension is >= n - 1: the feature covariance is singular and "
+    "H-Score is K - 1 for every model (no information)",
+    "dds": "PCA to >= n - 1 dims whitens the probe: all cosine distances are equal",
+    "one_dim": "one dimension after PCA (n_dims 1 or a 1-wide model or reference): all "
+    "pairwise row-correlation distances are equal, so the rank correlation is undefined",
+    "constant": "constant features (every probe row equal; for rsa/dds the model's or the "
+    "reference's): all pairwise distances are equal, so the score is undefined",
+}
+_FIX = {
+    "hscore": "use a smaller n_dims or a larger probe",
+    "dds": "use a smaller n_dims or a larger probe",
+    "one_dim": "use n_dims >= 2",
+    "constant": "check the feature extraction",
+}
+# A NaN from these scorers is mostly their answer for all-equal distances.
+_SCORER_NAN = {
+    m: "the scorer returns NaN when all pairwise feature distances are equal (the rank "
+    "correlation is undefined, e.g. one varying dimension left after PCA's rank cut)"
+    for m in ("parc", "rsa")
+}
+
+
+def _undefined(
+    method: str, kept: Sequence[ModelBatch], target: TargetInfo, n_dims: int | None, n: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(mask [M], {rule: mask})``: the models whose ``method`` score carries no information
+    or is undefined on a probe of ``n`` images, decided from the inputs (not the score)."""
+    rules: dict[str, np.ndarray] = {}
+    m = len(kept)
+    if method == "hscore":
+        rules["hscore"] = np.array(
+            [hscore_is_degenerate(n, min(n_dims or b.features.shape[1], b.features.shape[1]))
+             for b in kept], bool,
+        )  # fmt: skip
+    if method in ("parc", "rsa", "dds"):
+        refs = [target.reference_for(b.architecture) for b in kept]
+        uses_ref = method != "parc"
+        if method == "dds":
+            rules["dds"] = np.array(
+                [_whitened(n, b.features.shape[1], n_dims)
+                 or (r is not None and _whitened(n, r.shape[1], n_dims))
+                 for b, r in zip(kept, refs)], bool,
+            )  # fmt: skip
+        else:
+            rules["one_dim"] = np.array(
+                [_one_dim(b.features.shape[1], n_dims)
+                 or (uses_ref and r is not None and _one_dim(r.shape[1], n_dims))
+                 for b, r in zip(kept, refs)], bool,
+            )  # fmt: skip
+        flat: dict[int, bool] = {}  # per distinct reference, not per model: each is [n, d_r]
+        if uses_ref:
+            distinct = {id(r): r for r in refs if r is not None}
+            flat = {k: bool(np.all(r == r[:1])) for k, r in distinct.items()}
+        rules["constant"] = np.array(
+            [b.constant_features or flat.get(id(r), False) for b, r in zip(kept, refs)], bool
+        )
+    mask = np.zeros(m, bool)
+    for hit in rules.values():
+        mask |= hit
+    return mask, rules
 
 
 def degenerate_flags(
@@ -376,62 +507,54 @@ def degenerate_flags(
     dims: dict[str, int | None],
     scores: dict[str, np.ndarray],
 ) -> dict[str, str]:
-    """Find scores that carry no information, set them to NaN and say why (per method); flag
-    any other score that is not finite.
+    """Find scores that carry no information or are undefined, set them to NaN and say why
+    (per method, naming the models); flag any other score that is not finite.
 
     * hscore: reduced dimension >= n - 1 makes the feature covariance singular; the score is
       K - 1 in exact arithmetic for every model, rounding noise in float32 (METRICS.md).
     * dds: PCA to >= n - 1 dims plus standardisation whitens the rows, so every pair of images
       has the same cosine distance and CKA is 0/0.
+    * parc, rsa: one dimension after PCA, or constant features (rsa, dds: or reference), make
+      every pairwise distance equal; Spearman is then undefined (NaN from the scorer).
     """
-    n = target.n
     flags: dict[str, str] = {}
-    why = {
-        "hscore": "the reduced dimension is >= n - 1: the feature covariance is singular and "
-        "H-Score is K - 1 for every model (no information)",
-        "dds": "PCA to >= n - 1 dims whitens the probe: all cosine distances are equal",
-    }
-    for method in why:
-        if method not in scores:
-            continue
-        bad = []
-        for i, m in enumerate(kept):
-            width = m.features.shape[1]
-            if method == "hscore":
-                d_used = min(dims[method] or width, width)
-                hit = hscore_is_degenerate(n, d_used)
-            else:
-                ref = target.reference_for(m.architecture)
-                hit = _whitened(n, width, dims[method]) or (
-                    ref is not None and _whitened(n, ref.shape[1], dims[method])
-                )
-            if hit:
-                bad.append(i)
-        if bad:
-            scores[method][bad] = np.nan
-            flags[method] = (
-                f"degenerate for {len(bad)} of {len(kept)} model(s) (e.g. "
-                f"{kept[bad[0]].name!r}): {why[method]}; shown as NaN. Use a smaller n_dims "
-                "or a larger probe"
-            )
-    # Anything else that is not finite is a numerical failure: say so, never a silent NaN.
-    explained = set(flags)
     for method, values in scores.items():
-        if method in explained or method.removesuffix(PRIOR_SUFFIX) in explained:
-            continue
-        bad = np.flatnonzero(~np.isfinite(np.asarray(values, np.float64)))
+        notes = []
+        if method in dims:
+            _, rules = _undefined(method, kept, target, dims[method], target.n)
+            for rule, hit in rules.items():
+                if hit.any():
+                    values[hit] = np.nan
+                    notes.append(
+                        f"{'degenerate' if rule in ('hscore', 'dds') else 'undefined'} for "
+                        f"{_some(kept, np.flatnonzero(hit))}: {_WHY[rule]}; {_FIX[rule]}"
+                    )
+            explained = np.zeros(len(kept), bool)
+            for hit in rules.values():
+                explained |= hit
+        else:
+            explained = np.zeros(len(kept), bool)
+        # Anything else not finite: the scorer's own "undefined", or a numerical failure.
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values, np.float64)) & ~explained)
         if bad.size:
-            flags[method] = (
-                f"not finite for {bad.size} of {len(kept)} model(s) (e.g. "
-                f"{kept[bad[0]].name!r}): a numerical failure of the scorer on these features; "
-                "please report it with the bank"
+            why = _SCORER_NAN.get(method) or (
+                "a numerical failure of the scorer on these features; please report it with "
+                "the bank"
             )
+            notes.append(f"not finite for {_some(kept, bad)}: {why}")
+        if notes:
+            flags[method] = "; ".join(notes) + "; shown as NaN"
     return flags
 
 
 def _spread(boot: np.ndarray) -> dict[str, np.ndarray]:
-    """``boot: [R, M]`` scores over resamples -> mean, population std, top-1 frequency."""
-    safe = np.where(np.isnan(boot), -np.inf, boot)
-    winners = np.argmax(safe, axis=1)
+    """``boot: [R, M]`` scores over resamples -> mean, population std, top-1 frequency.
+
+    A model that is NaN on any resample has NaN mean and std, and never ranks first; a
+    resample where no model is finite has no winner."""
+    boot = np.asarray(boot, np.float64)
+    finite = np.isfinite(boot)
+    safe = np.where(finite, boot, -np.inf)
+    winners = np.argmax(safe, axis=1)[finite.any(axis=1)]
     top1 = np.bincount(winners, minlength=boot.shape[1]) / boot.shape[0]
     return {"mean": boot.mean(axis=0), "std": boot.std(axis=0), "top1": top1}

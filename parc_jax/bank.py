@@ -949,6 +949,32 @@ def _shard_paths(path: Path) -> list[Path]:
     raise BankError(f"{path}: no such bank file or directory", shard=str(path))
 
 
+def _scan_model_fields(scanner: _Scanner, f: BinaryIO) -> dict[str, Any]:
+    """One model record's name, architecture and optional-field presence (see
+    :meth:`BankReader.model_fields`); ``f`` is positioned at the record's msgpack map."""
+    kind, count = scanner.header()
+    if kind != "map":
+        raise ValueError("a model record is not a map")
+    found: dict[str, Any] = dict.fromkeys(("probs", "depth", "source_images"), False)
+    for _ in range(count):
+        key = scanner.key()
+        start = f.tell()
+        if key in ("name", "architecture"):
+            kind, size = scanner.header()
+            if kind != "str":
+                raise ValueError(f"{key} is not a string")
+            found[key] = f.read(size).decode("utf-8")
+            continue
+        if key in ("probs", "depth", "source_images"):
+            found[key] = f.read(1) != b"\xc0"  # msgpack nil: absent
+            f.seek(start)
+        scanner.skip()
+    if "name" not in found:
+        raise ValueError("a model record has no name")
+    found.setdefault("architecture", None)
+    return found
+
+
 class BankReader:
     """Streaming view of a bank file or a directory of shards (see :func:`open_bank`).
 
@@ -1024,6 +1050,33 @@ class BankReader:
                 yield models.pop()
 
     __iter__ = iter_models
+
+    def model_fields(self) -> list[dict[str, Any]]:
+        """Per model, in order: ``{"name", "architecture", "probs", "depth",
+        "source_images"}``, the last three bools (the optional field is present), read from the
+        shards' msgpack headers: a few bytes per model, seeking over the arrays. A record the
+        scan does not expect is left to the full read (:meth:`iter_models`), which validates
+        it and names what is wrong."""
+        fields = []
+        try:
+            for index in self._index:
+                with open(index.path, "rb") as f:
+                    scanner = _Scanner(f, index.size, str(index.path))
+                    for start, _end in index.model_spans or ():
+                        f.seek(start)
+                        fields.append(_scan_model_fields(scanner, f))
+        except (ValueError, OSError, KeyError):  # ValueError: BankError, bad UTF-8, unexpected
+            return [
+                {
+                    "name": m.name,
+                    "architecture": m.architecture,
+                    "probs": m.probs is not None,
+                    "depth": m.depth is not None,
+                    "source_images": m.source_images is not None,
+                }
+                for m in self.iter_models()
+            ]
+        return fields
 
     def read(self) -> Bank:
         """The whole bank in memory."""

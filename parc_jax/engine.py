@@ -37,10 +37,12 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "EngineOptions",
     "ModelBatch",
+    "ModelFacts",
     "bucket_width",
     "chunk_scorer",
     "make_mesh",
     "method_dims",
+    "method_names",
     "resolve_methods",
     "score_stream",
     "TargetInfo",
@@ -77,6 +79,31 @@ class ModelBatch:
     source: str | None = None
     source_images: float | None = None
     position: int = -1  # order in the stream (set by the engine)
+    # every probe row equal (set by the engine while the features are at hand): rank and
+    # distance scores of such a model are undefined, and are flagged after scoring
+    constant_features: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """Which optional fields one model has: all that method resolution needs (no arrays)."""
+
+    name: str
+    architecture: str | None
+    probs: bool
+    depth: bool
+    source_images: bool
+
+    @classmethod
+    def of(cls, model: Any) -> ModelFacts:
+        """From a :class:`ModelBatch` or a bank ``ModelEntry``."""
+        return cls(
+            name=model.name,
+            architecture=model.architecture,
+            probs=model.probs is not None,
+            depth=model.depth is not None,
+            source_images=model.source_images is not None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,38 +149,84 @@ def _needs(spec: ScorerSpec, target: TargetInfo) -> str | None:
     return None
 
 
-def resolve_methods(
-    requested: Sequence[str] | str,
-    target: TargetInfo,
-    first_model: ModelBatch | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Methods to run and those skipped with why. ``"all"`` skips quietly; names are strict.
-
-    Model-level needs (probs, depth, source_images) are judged on ``first_model``; every later
-    model is checked as it streams in and a missing field is an error naming that model.
-    """
-    names = list(SCORERS) if requested == "all" else list(requested)
+def method_names(requested: Sequence[str] | str) -> tuple[list[str], bool]:
+    """``(names, is_all)`` from ``"all"``, one name, a comma-separated string or a sequence of
+    names; duplicates are dropped, first occurrence kept (a repeated method would otherwise be
+    scored twice into one result slot)."""
+    if isinstance(requested, str):
+        parts = requested.split(",")
+    elif isinstance(requested, Sequence) and all(isinstance(m, str) for m in requested):
+        parts = list(requested)
+    else:
+        raise ValueError(
+            f"methods: expected 'all', a name, 'a,b' or a list of names, got {requested!r:.60}"
+        )
+    names = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    if not names:
+        raise ValueError("methods: name at least one scorer, or 'all'")
+    if "all" in names:
+        if len(names) > 1:
+            raise ValueError("methods: 'all' cannot be combined with other names")
+        return list(SCORERS), True
     unknown = [m for m in names if m not in SCORERS]
     if unknown:
         raise ValueError(
             f"methods: unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(SCORERS)}"
         )
+    return names, False
+
+
+def _lacking(
+    spec: ScorerSpec, target: TargetInfo, facts: Sequence[ModelFacts]
+) -> tuple[list[ModelFacts], str]:
+    """The models that lack a per-model input of ``spec``, and what they lack."""
+    if PROBS in spec.inputs:
+        return [f for f in facts if not f.probs], "no probs"
+    if META in spec.inputs:
+        return [f for f in facts if not (f.depth and f.source_images)], "no depth/source_images"
+    if REFERENCE in spec.inputs:
+        return [
+            f for f in facts if target.reference_for(f.architecture) is None
+        ], "no reference_features for their architecture"
+    return [], ""
+
+
+def resolve_methods(
+    requested: Sequence[str] | str,
+    target: TargetInfo,
+    models: Sequence[ModelFacts | ModelBatch] | ModelBatch | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Methods to run and those skipped with why. ``"all"`` skips quietly; names are strict.
+
+    ``requested``: see :func:`method_names`. Model-level needs (probs, depth, source_images, a
+    reference for the architecture) are judged on every model of ``models`` (their
+    :class:`ModelFacts`; one model is taken as the whole bank): under ``"all"`` a method that
+    some model cannot take is skipped, saying how many lack what; asked for by name, it is an
+    error naming such a model. Later models are checked again as they stream in.
+    """
+    names, is_all = method_names(requested)
+    if isinstance(models, ModelBatch):
+        models = [models]
+    facts = [m if isinstance(m, ModelFacts) else ModelFacts.of(m) for m in models or ()]
     run, skipped = [], {}
     for m in names:
         spec = SCORERS[m]
         why = _needs(spec, target)
-        if why is None and first_model is not None:
-            if PROBS in spec.inputs and first_model.probs is None:
-                why = "the bank's models have no probs"
-            if META in spec.inputs and (
-                first_model.depth is None or first_model.source_images is None
-            ):
-                why = "the bank's models lack depth or source_images"
-            if REFERENCE in spec.inputs and target.reference_for(first_model.architecture) is None:
-                why = f"no reference_features for architecture {first_model.architecture!r}"
+        if why is None and facts:
+            lacking, what = _lacking(spec, target, facts)
+            if lacking and is_all:
+                why = (
+                    f"{len(lacking)} of {len(facts)} models have {what} (e.g. {lacking[0].name!r})"
+                )
+            elif lacking:
+                arch = f" {lacking[0].architecture!r}" if REFERENCE in spec.inputs else ""
+                why = (
+                    f"model {lacking[0].name!r} has {what.replace('their', 'its')}{arch} "
+                    f"({len(lacking)} of {len(facts)} models lack it)"
+                )
         if why is None:
             run.append(m)
-        elif requested == "all":
+        elif is_all:
             skipped[m] = why
         else:
             raise ValueError(f"methods: {m} cannot run on this bank: {why}")
@@ -344,6 +417,8 @@ def _chunks(
     pending: dict[tuple, list[ModelBatch]] = {}
     for model in models:
         _check_model(model, target, needs, methods)
+        x = model.features
+        model.constant_features = bool(x.shape[0] > 0 and np.all(x == x[:1]))
         key = _bucket_key(model, target, needs)
         group = pending.setdefault(key, [])
         group.append(model)

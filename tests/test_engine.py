@@ -404,3 +404,199 @@ def test_threaded_assembly_writes_every_model_and_raises_workers_errors(monkeypa
     np.testing.assert_array_equal(out, want)
     with pytest.raises(ValueError, match="broadcast"):
         engine._stack_padded(arrays[:6] + [np.ones((3, 2), np.float32)], 8, np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Walkthrough defects: repeated methods, degenerate scores and the depth prior / spread,
+# undefined rank scores, "all" decided from every model, argument validation.
+
+
+def _partial_bank(*, probs_on=(0, 1, 2, 3), depth_on=(0, 1, 2, 3), refs=("a", "b")) -> Bank:
+    """Four toy models; only those listed carry probs / depth; references for ``refs``."""
+    b = _bank(4, widths=(12, 20))
+    models = [
+        ModelEntry(m.name, m.features, m.architecture, m.probs if i in probs_on else None,
+                   m.depth if i in depth_on else None, m.source, m.source_images)
+        for i, m in enumerate(b.models)
+    ]  # fmt: skip
+    t = b.target
+    ref = {a: r for a, r in t.reference_features.items() if a in refs} or None
+    return Bank(Target(t.name, t.labels, K, t.num_images, ref), models)
+
+
+class _Resolved(Exception):
+    """Raised by a stand-in for the engine: records what score_bank asked it to run."""
+
+
+def _methods_run(monkeypatch, bank, **kwargs) -> tuple[list[str], dict[str, str]]:
+    """score_bank's method resolution without compiling anything."""
+    import parc_jax.api as api
+
+    seen = {}
+    real = api.resolve_methods
+
+    def resolve(*args, **kw):
+        seen["out"] = real(*args, **kw)
+        return seen["out"]
+
+    def stop(models, target, options, **kw):
+        raise _Resolved(options.methods)
+
+    monkeypatch.setattr(api, "resolve_methods", resolve)
+    monkeypatch.setattr(api, "score_stream", stop)
+    with pytest.raises(_Resolved) as info:
+        score_bank(bank, progress=False, **kwargs)
+    assert list(info.value.args[0]) == seen["out"][0]
+    return seen["out"]
+
+
+def test_repeated_methods_are_scored_once_in_first_order():
+    b = _bank(4, widths=(12, 20))
+    once = score_bank(b, methods=["knn", "parc"], chunk_size=2, progress=False)
+    for methods in (["parc", "knn", "parc"], "parc, knn,parc", ["parc", "parc", "knn"]):
+        res = score_bank(b, methods=methods, chunk_size=2, progress=False)
+        assert res.methods == ["parc", "knn"], methods
+        for m in ("parc", "knn"):
+            np.testing.assert_array_equal(res.scores[m], once.scores[m], err_msg=m)
+
+
+def test_methods_take_one_name_or_a_comma_separated_string(monkeypatch, bank):
+    assert engine.method_names("parc") == (["parc"], False)
+    assert engine.method_names(" parc,knn ") == (["parc", "knn"], False)
+    assert engine.method_names("all") == (ALL, True)
+    assert _methods_run(monkeypatch, bank, methods="parc")[0] == ["parc"]
+    assert _methods_run(monkeypatch, bank, methods="knn,parc")[0] == ["knn", "parc"]
+    for bad, match in (("", "at least one"), ("all,parc", "combined"), ([1], "expected"),
+                       ("parc,pacr", "unknown scorer.*pacr")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            engine.method_names(bad)
+
+
+def test_depth_prior_is_over_the_finite_scores_only():
+    """dds is degenerate (whitened) for the 70-wide model: NaN there, NaN for dds+l, and the
+    other models' dds+l are METRICS.md's prior (sample-std z-score + depth / l_max) over the
+    three finite scores only."""
+    b = _bank(4, widths=(12, 20, 70, 12))
+    res = score_bank(b, methods=["dds"], depth_prior=True, l_max=20.0, chunk_size=2,
+                     progress=False)  # fmt: skip
+    j = res.names.index("m2")
+    s, plus = res.scores["dds"], res.scores["dds+l"]
+    assert np.isnan(s[j]) and np.isnan(plus[j])
+    assert "'m2'" in res.flags["dds"] and "'m2'" in res.flags["dds+l"]
+    ok = np.isfinite(s)
+    assert ok.sum() == 3
+    depths = np.array([m["depth"] for m in res.models], float)
+    x = s[ok].astype(np.float64)
+    want = (x - x.mean()) / x.std(ddof=1) + depths[ok] / 20.0
+    np.testing.assert_allclose(plus[ok], want, rtol=1e-5, atol=1e-5)
+
+
+def test_flags_name_the_models_that_are_nan():
+    """A degenerate model and a scorer NaN in the same method: both named, each with its
+    reason; the flag never names a model that is finite."""
+    from parc_jax.api import _narrow, _target_info, degenerate_flags
+
+    b = _bank(4, widths=(12, 20, 70, 12))
+    kept = [_narrow(m) for m in b.models]
+    scores = {"dds": np.array([1.0, np.nan, 3.0, 4.0], np.float32)}
+    flags = degenerate_flags(kept, _target_info(b.target), {"dds": 64}, scores)
+    assert np.isnan(scores["dds"]).tolist() == [False, True, True, False]
+    assert "degenerate for 1 of 4 model(s) ('m2')" in flags["dds"]
+    assert "not finite for 1 of 4 model(s) ('m1')" in flags["dds"]
+    assert "'m0'" not in flags["dds"] and "'m3'" not in flags["dds"]
+
+
+def test_undefined_rank_scores_are_nan_and_flagged():
+    """One dimension after PCA (n_dims 1) leaves every pairwise distance equal: parc and rsa
+    are undefined for every model; constant features make them undefined for that model."""
+    b = _bank(4, widths=(12, 20))
+    res = score_bank(b, methods=["parc", "rsa"], n_dims=1, chunk_size=2, progress=False)
+    for m in ("parc", "rsa"):
+        assert np.isnan(res.scores[m]).all(), m
+        assert "undefined for 4 of 4" in res.flags[m] and "one dimension" in res.flags[m]
+    flat = Bank(b.target, [ModelEntry("flat", np.ones_like(b.models[0].features), "a")]
+                + list(b.models[1:]))  # fmt: skip
+    res = score_bank(flat, methods=["parc", "rsa"], chunk_size=2, progress=False)
+    j = res.names.index("flat")
+    for m in ("parc", "rsa"):
+        assert np.isnan(res.scores[m][j]) and np.isfinite(np.delete(res.scores[m], j)).all()
+        assert "undefined for 1 of 4 model(s) ('flat')" in res.flags[m]
+        assert "constant features" in res.flags[m]
+
+
+def test_score_spread_leaves_degenerate_models_out():
+    """The whitened dds model is NaN in the spread and never ranks first."""
+    b = _bank(4, widths=(12, 20, 70, 12))
+    res = score_bank(b, methods=["dds"], bootstrap=3, depth_prior=True, chunk_size=2,
+                     progress=False)  # fmt: skip
+    j = res.names.index("m2")
+    for key in ("dds", "dds+l"):
+        sp = res.spread[key]
+        assert np.isnan(sp["mean"][j]) and np.isnan(sp["std"][j]) and sp["top1"][j] == 0
+        assert np.isfinite(np.delete(sp["mean"], j)).all()
+        assert sp["top1"].sum() == pytest.approx(1.0)
+
+
+def test_spread_of_resamples_without_a_finite_score_has_no_winner():
+    from parc_jax.api import _spread
+
+    sp = _spread(np.array([[np.nan, np.nan], [1.0, 2.0]]))
+    assert sp["top1"].tolist() == [0.0, 0.5]
+    assert np.isnan(sp["mean"]).all()
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0)])
+def test_methods_all_is_decided_from_every_model(monkeypatch, order):
+    """Two of four models have probs, one architecture has no reference, one model no depth:
+    in either model order, "all" skips leep/nce, rsa/dds and heuristic with true counts, and
+    each asked for by name is an error naming a model that lacks the field."""
+    b = _partial_bank(probs_on=(0, 1), depth_on=(0, 1, 2), refs=("a",))
+    b = Bank(b.target, [b.models[i] for i in order])
+    run, skipped = _methods_run(monkeypatch, b, methods="all")
+    assert {"leep", "nce", "rsa", "dds", "heuristic"} == set(skipped)
+    assert "parc" in run and "knn" in run
+    assert skipped["leep"].startswith("2 of 4 models have no probs")
+    assert skipped["rsa"].startswith("2 of 4 models have no reference_features")
+    assert skipped["heuristic"].startswith("1 of 4 models have no depth")
+    for m, name in (("leep", "'m[23]'"), ("rsa", "'m[13]'"), ("heuristic", "'m3'")):
+        with pytest.raises(ValueError, match=f"{m} cannot run on this bank: model {name}"):
+            score_bank(b, methods=[m], progress=False)
+    with pytest.raises(ValueError, match="depth_prior: model 'm3' has no 'depth'"):
+        score_bank(b, methods=["parc"], depth_prior=True, progress=False)
+
+
+def test_facts_of_a_sharded_bank_come_from_its_headers(tmp_path, monkeypatch):
+    """reader_facts reads names, architectures and which fields are present without reading
+    the models; a sharded bank resolves "all" from every shard."""
+    from parc_jax.api import reader_facts
+    from parc_jax.bank import BankReader, open_bank
+
+    b = _partial_bank(probs_on=(2, 3), depth_on=(1,))
+    write_bank(tmp_path / "a.msgpack", Bank(b.target, b.models[:2]))
+    write_bank(tmp_path / "b.msgpack", Bank(b.target, b.models[2:]))
+    reader = open_bank(tmp_path)
+    want = [engine.ModelFacts.of(m) for m in reader.iter_models()]
+    monkeypatch.setattr(BankReader, "iter_models", lambda self: pytest.fail("read the models"))
+    assert reader_facts(reader) == want
+    monkeypatch.undo()
+    _, skipped = _methods_run(monkeypatch, tmp_path, methods="all")
+    assert skipped["leep"].startswith("2 of 4 models have no probs (e.g. 'm0')")
+
+
+def test_rows_and_dict_reject_a_bad_top():
+    res = ScoreResult(target={}, methods=["parc"], models=[
+        {"name": f"m{i}", "architecture": "a"} for i in range(3)
+    ], scores={"parc": np.array([1.0, 3.0, 2.0])}, provenance={})  # fmt: skip
+    assert [r["name"] for r in res.rows(top=2)] == ["m1", "m2"]
+    assert len(res.to_dict(top=np.int64(5))["models"]) == 3
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="top: expected a positive int"):
+            res.rows(top=bad)
+        with pytest.raises(ValueError, match="top: expected a positive int"):
+            res.to_dict(top=bad)
+
+
+def test_l_max_must_be_a_finite_positive_number(bank):
+    for bad in ("50", None, True, float("nan"), float("inf"), 0, -5.0):
+        with pytest.raises(ValueError, match="l_max: expected a finite positive number"):
+            score_bank(bank, methods=["parc"], depth_prior=True, l_max=bad, progress=False)

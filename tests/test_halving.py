@@ -71,3 +71,96 @@ def test_cli_halving(tmp_path, capsys):
     assert doc["probe_sizes"] == [30, 60] and len(doc["models"]) == 9
     assert score.main(["--bank", str(path), "--methods", "parc,knn", "--halving", "2"]) == 2
     assert "exactly one method" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# the checks full scoring makes: degenerate scores, method applicability, 1-image classes
+
+
+def test_halving_flags_degenerate_scores_like_full_scoring():
+    # n = 60: width 64 whitens/singularises at the full probe (NaN, eliminated first); width 40
+    # only on the 30-image first round (not judged there: passed on to the full probe)
+    bank = toy_bank(8, widths=(12, 20, 40, 64))
+    wide = [m.name for m in bank.models if m.features.shape[1] == 64]
+    for method, n_dims in [("hscore", None), ("dds", "default")]:
+        res = successive_halving(bank, method=method, min_fraction=0.5, n_dims=n_dims)
+        full = score_bank(bank, methods=[method], n_dims=n_dims, progress=False)
+        assert method in full.flags and "degenerate" in res.flags[method], res.flags
+        assert all(np.isnan(res.scores[n]) and res.rounds[n] == 0 for n in wide), res.scores
+        assert set(res.ranking[-len(wide) :]) == set(wide)
+        finalists = [n for n in res.ranking if res.rounds[n] == len(res.probe_sizes) - 1]
+        assert finalists and all(np.isfinite(res.scores[n]) for n in finalists)
+    # hscore with n_dims none: the width-40 models were not judged on 30 images but reached
+    # the full probe, with finite scores
+    res = successive_halving(bank, method="hscore", min_fraction=0.5, n_dims=None)
+    mid = [m.name for m in bank.models if m.features.shape[1] == 40]
+    assert all(res.rounds[n] == 1 and np.isfinite(res.scores[n]) for n in mid), res.rounds
+
+
+def _multilabel_bank():
+    bank = toy_bank(4, widths=(12, 20))
+    labels = np.eye(4, dtype=np.float32)[bank.target.labels]
+    labels[::3, 0] = 1.0  # a second label on every third image
+    bank.target.labels = labels
+    return bank
+
+
+@pytest.mark.parametrize("method", ["hscore", "leep", "logme"])
+def test_halving_refuses_methods_full_scoring_refuses(method):
+    bank = _multilabel_bank()
+    with pytest.raises(ValueError, match="cannot run on this bank") as full:
+        score_bank(bank, methods=[method], progress=False)
+    with pytest.raises(ValueError, match="cannot run on this bank") as halving:
+        successive_halving(bank, method=method, min_fraction=0.5)
+    assert str(halving.value) == str(full.value)
+
+
+def test_halving_with_a_one_image_class():
+    bank = toy_bank(4, widths=(12, 20))
+    labels = bank.target.labels.copy()
+    only = np.flatnonzero(labels == 3)
+    labels[only[1:]] = 0  # class 3 keeps one image
+    bank.target.labels = labels
+    score_bank(bank, methods=["parc"], progress=False)  # full scoring works
+    for fraction in (0.125, 0.5, 1.0):
+        res = successive_halving(bank, method="parc", min_fraction=fraction)
+        assert np.isfinite(res.scores[res.ranking[0]])
+        assert res.probe_sizes[-1] == 60
+    with pytest.raises(ValueError, match="needs >= 2 probe samples per class"):
+        successive_halving(bank, method="logistic", min_fraction=1.0)
+
+
+def test_cli_halving_notes_and_refusals(tmp_path, capsys):
+    import json
+
+    from parc_jax import score
+    from parc_jax.bank import write_bank
+
+    path = tmp_path / "bank.msgpack"
+    write_bank(path, toy_bank(8, widths=(12, 20, 40, 64)))
+    base = ["--bank", str(path), "--methods", "dds", "--halving", "2", "--no-progress",
+            "--halving-min-fraction", "0.5"]  # fmt: skip
+    assert score.main([*base, "--format", "json"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert "degenerate" in doc["flags"]["dds"] and "NaN" in doc["flags"]["dds"]
+    assert doc["models"][-1]["dds"] is None  # JSON has no NaN
+    assert score.main([*base, "--format", "table"]) == 0
+    out = capsys.readouterr()
+    assert "note: dds: degenerate" in out.out
+    assert score.main([*base, "--format", "csv"]) == 0
+    out = capsys.readouterr()
+    assert "note" not in out.out and out.err.startswith("note: dds: degenerate")
+    # and the width-40 models, not judged on the 30-image round, are noted too
+    assert [line[:17] for line in out.err.splitlines()] == [
+        "note: dds: degene",
+        "note: dds (round ",
+    ]
+
+    ml = tmp_path / "multilabel.msgpack"
+    write_bank(ml, _multilabel_bank())
+    for method in ("hscore", "leep", "logme"):
+        code = score.main(["--bank", str(ml), "--methods", method, "--halving", "2"])
+        out = capsys.readouterr()
+        assert code == 2 and out.out == "", out.err
+        assert out.err.count("\n") == 1 and "single-label" in out.err, out.err
