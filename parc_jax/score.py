@@ -10,13 +10,14 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from parc_jax.atomic import write_text
+from parc_jax.atomic import is_special, resolve_destination, write_text
 
 EXAMPLE_BANK = "example_bank.msgpack"
 FORMATS = ("table", "json", "csv")
@@ -142,9 +143,14 @@ def format_table(result, sort_by: str | None, top: int | None) -> str:
         "-" * len(line),
     ]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
-    for m, why in result.flags.items():
-        out.append(f"note: {m}: {why}")
+    out += _notes(result.flags)
     return "\n".join(out) + "\n"
+
+
+def _notes(flags: dict[str, str]) -> list[str]:
+    """One ``note: <method>: <why>`` line per flagged method (NaN scores and why): in the
+    table's body, under ``flags`` in JSON, on stderr for CSV (whose body stays plain rows)."""
+    return [f"note: {m}: {why}" for m, why in flags.items()]
 
 
 def format_csv(result, sort_by: str | None, top: int | None) -> str:
@@ -154,6 +160,10 @@ def format_csv(result, sort_by: str | None, top: int | None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no NaN
 
 
 def _run_halving(args, bank: str, methods, n_dims) -> str:
@@ -181,15 +191,19 @@ def _run_halving(args, bank: str, methods, n_dims) -> str:
         for i, n in enumerate(names, 1)
     ]  # fmt: skip
     if args.format == "json":
+        finite = [{**r, res.method: _finite_or_none(r[res.method])} for r in rows]
         doc = {
             "method": res.method,
             "probe_sizes": res.probe_sizes,
             "survivors_per_round": res.survivors_per_round,
             "cost_fraction": res.cost_fraction,
-            "models": rows,
+            "flags": dict(res.flags),
+            "models": finite,
         }
         return json.dumps(doc, indent=2) + "\n"
     if args.format == "csv":
+        for line in _notes(res.flags):
+            print(line, file=sys.stderr)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -201,6 +215,7 @@ def _run_halving(args, bank: str, methods, n_dims) -> str:
         f"{'#':>4}  {'model':<30} {res.method:>10}  round",
     ]
     lines += [f"{r['rank']:>4}  {r['name']:<30} {r[res.method]:>10.4g}  {r['round']}" for r in rows]
+    lines += _notes(res.flags)
     return "\n".join(lines) + "\n"
 
 
@@ -220,10 +235,16 @@ def _check_sort_by(sort_by: str, methods: list[str] | str, depth_prior: bool) ->
 
 def _check_output(path: str) -> None:
     """Before scoring, not after it: the output must be a file in a folder we can create or
-    write (the write itself is atomic and creates missing parent folders)."""
-    out = Path(path)
+    write (the write itself is atomic and creates missing parent folders). A symlink is judged
+    by the file it names; a FIFO or device (``/dev/null``) is written into, so it must be
+    writable itself."""
+    out = resolve_destination(path)
     if out.is_dir():
         raise _ArgumentError(f"--output: {path} is a directory; name a file")
+    if is_special(out):
+        if not os.access(out, os.W_OK):
+            raise _ArgumentError(f"--output: cannot write {path}: permission denied")
+        return
     folder = out.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -304,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = json.dumps(result.to_dict(args.sort_by, args.top), indent=2) + "\n"
         elif args.format == "csv":
             text = format_csv(result, args.sort_by, args.top)
+            if jax.process_index() == 0:  # the CSV body holds rows only: notes on stderr
+                for line in _notes(result.flags):
+                    print(line, file=sys.stderr)
         else:
             text = format_table(result, args.sort_by, args.top)
         if jax.process_index() == 0:  # every process holds the result; one writes it

@@ -185,3 +185,86 @@ def test_no_bank_scores_the_shipped_example(capsys):
     assert len(doc["methods"]) == len(SCORERS) and not doc["flags"], doc["flags"]
     for model in doc["models"]:
         assert all(np.isfinite(v) for v in model["scores"].values()), model
+
+
+# --------------------------------------------------------------------------------------------
+# --output onto special files and symlinks (written through, never replaced)
+
+
+def test_output_to_a_fifo_writes_into_it(bank_path, tmp_path, capsys):
+    import threading
+
+    fifo = tmp_path / "scores.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    code, out, err = run(["--bank", bank_path, "--methods", "leep", "--format", "json",
+                          "--output", str(fifo), "--no-progress"], capsys)  # fmt: skip
+    reader.join(timeout=10)
+    assert code == 0 and out == "", err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still a FIFO, not a regular file
+    assert got and json.loads(got[0])["methods"] == ["leep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.fifo"]  # no temp file left
+
+
+def test_output_through_a_symlink_keeps_the_link(bank_path, tmp_path, capsys):
+    target = tmp_path / "real" / "scores.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    code, _, err = run(["--bank", bank_path, "--methods", "leep", "--format", "json",
+                        "--output", str(link), "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text())["methods"] == ["leep"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scores.json"]
+    # a dangling link: the file it names is created, the link kept
+    target.unlink()
+    code, _, err = run(["--bank", bank_path, "--methods", "leep", "--format", "csv",
+                        "--output", str(link), "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert link.is_symlink() and target.read_text().startswith("name,")
+
+
+def test_output_to_the_null_device_stays_a_device(bank_path, capsys, monkeypatch):
+    from parc_jax.atomic import write_text
+
+    devnull = Path(os.devnull)
+    assert stat.S_ISCHR(devnull.stat().st_mode)
+    real_replace = os.replace
+
+    def guarded_replace(src, dst, *args, **kwargs):  # never rename over a device (run as root)
+        if os.path.exists(dst) and not stat.S_ISREG(os.stat(dst).st_mode):
+            raise AssertionError(f"os.replace over the special file {dst}")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", guarded_replace)
+    # the helper alone first: if it were to replace the device, fail before the CLI runs
+    write_text(devnull, "nothing\n")
+    assert stat.S_ISCHR(devnull.lstat().st_mode), f"{devnull} was replaced!"
+    code, out, err = run(["--bank", bank_path, "--methods", "leep", "--output", os.devnull,
+                          "--no-progress"], capsys)  # fmt: skip
+    assert code == 0 and out == "", err
+    assert stat.S_ISCHR(devnull.lstat().st_mode)
+
+
+def test_csv_prints_the_notes_on_stderr(tmp_path, capsys):
+    b = toy_bank(4, widths=(12, 64))  # n = 60: PCA to 64 dims whitens the probe (dds flagged)
+    path = tmp_path / "wide.msgpack"
+    write_bank(path, b)
+    argv = ["--bank", str(path), "--methods", "dds,parc", "--no-progress"]
+    code, out, err = run([*argv, "--format", "csv"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))  # the body is plain CSV, no notes in it
+    assert len(rows) == 4 and not any("note" in line for line in out.splitlines())
+    assert sum(r["dds"] == "nan" for r in rows) == 2
+    assert err.count("\n") == 1 and err.startswith("note: dds: degenerate")
+    # the same note as the table's and the JSON's
+    _, table, _ = run([*argv, "--format", "table"], capsys)
+    assert err.strip() in table.splitlines()
+    _, doc, _ = run([*argv, "--format", "json"], capsys)
+    assert err.strip() == f"note: dds: {json.loads(doc)['flags']['dds']}"

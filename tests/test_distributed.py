@@ -93,3 +93,71 @@ def test_more_processes_than_shards_is_a_clear_error(shard_dir):
     with pytest.raises(ValueError, match="cannot be split"):
         # one shard, but this single process pretends nothing: emulate via a 0-length list
         local_shards([])
+
+
+def _cli(*args, env_extra=None, timeout=60):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
+    for name in ("PARC_JAX_COORDINATOR", "PARC_JAX_NUM_PROCESSES", "PARC_JAX_PROCESS_ID"):
+        if name not in (env_extra or {}):
+            env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "parc_jax.score", "--no-progress", "--methods", "leep", *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "coordinator, message",
+    [
+        ("nonsense", "HOST:PORT"),
+        ("127.0.0.1:notaport", "port"),
+        ("127.0.0.1:99999", "port"),
+        (":1234", "HOST:PORT"),
+        ("nonexistent.invalid:1234", "cannot resolve"),
+    ],
+)
+def test_bad_coordinator_is_one_line_exit_2(coordinator, message):
+    r = _cli("--coordinator", coordinator, "--num-processes", "1", "--process-id", "0")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "--coordinator" in r.stderr and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_coordinator_port_in_use_is_one_line_exit_2():
+    # jax's coordinator service crashed the process (SIGSEGV) on a port already in use
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _cli("--coordinator", f"127.0.0.1:{port}", "--num-processes", "1", "--process-id", "0")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and "in use" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args, env",
+    [
+        (["--num-processes", "2"], None),
+        (["--process-id", "0"], None),
+        (["--num-processes", "2", "--process-id", "1"], None),
+        ([], {"PARC_JAX_NUM_PROCESSES": "2", "PARC_JAX_PROCESS_ID": "0"}),
+    ],
+)
+def test_processes_without_a_coordinator_is_an_error(args, env):
+    r = _cli(*args, env_extra=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stdout == "" and r.stderr.count("\n") == 1 and "coordinator" in r.stderr
+
+
+def test_initialisation_failure_is_a_value_error(monkeypatch):
+    import jax
+
+    from parc_jax import distributed
+
+    def fail(**kwargs):
+        raise jax.errors.JaxRuntimeError("UNKNOWN: Failed to start RPC server")
+
+    monkeypatch.setattr(jax.distributed, "initialize", fail)
+    monkeypatch.setattr(jax.config, "update", lambda *args: None)
+    with pytest.raises(ValueError, match="distributed: .*Failed to start RPC server"):
+        distributed.initialize(f"127.0.0.1:{_free_port()}", 1, 0)
