@@ -30,6 +30,7 @@ from parc_jax.engine import (
     score_stream,
 )
 from parc_jax.numerics import PCA_MODES
+from parc_jax.scorers.dds import dds_is_degenerate
 from parc_jax.scorers.heuristic import depth_prior as _depth_prior
 from parc_jax.scorers.hscore import hscore_is_degenerate
 from parc_jax.validation import check_n_dims
@@ -428,11 +429,6 @@ def _prior(values: np.ndarray, depths: np.ndarray, l_max: float) -> np.ndarray:
     return out
 
 
-def _whitened(n: int, width: int, n_dims: int | None) -> bool:
-    """PCA to >= n - 1 dims then standardising whitens the probe: all rows equidistant."""
-    return n_dims is not None and min(n_dims, width) >= n - 1
-
-
 def _one_dim(width: int, n_dims: int | None) -> bool:
     """One column left after PCA: a one-element row has no correlation with another."""
     return min(width, n_dims or width) <= 1
@@ -444,20 +440,17 @@ _WHY = {
     "dds": "PCA to >= n - 1 dims whitens the probe: all cosine distances are equal",
     "one_dim": "one dimension after PCA (n_dims 1 or a 1-wide model or reference): all "
     "pairwise row-correlation distances are equal, so the rank correlation is undefined",
-    "constant": "constant features (every probe row equal; for rsa/dds the model's or the "
-    "reference's): all pairwise distances are equal, so the score is undefined",
 }
 _FIX = {
     "hscore": "use a smaller n_dims or a larger probe",
     "dds": "use a smaller n_dims or a larger probe",
     "one_dim": "use n_dims >= 2",
-    "constant": "check the feature extraction",
 }
-# A NaN from these scorers is mostly their answer for all-equal distances.
+# A NaN from these scorers is their answer for all-equal distances (Spearman or CKA 0/0).
 _SCORER_NAN = {
-    m: "the scorer returns NaN when all pairwise feature distances are equal (the rank "
-    "correlation is undefined, e.g. one varying dimension left after PCA's rank cut)"
-    for m in ("parc", "rsa")
+    m: "all pairwise feature distances are equal (constant features, or one varying "
+    "dimension left after PCA's rank cut), so the score is undefined; check the features"
+    for m in ("parc", "rsa", "dds")
 }
 
 
@@ -478,8 +471,8 @@ def _undefined(
         uses_ref = method != "parc"
         if method == "dds":
             rules["dds"] = np.array(
-                [_whitened(n, b.features.shape[1], n_dims)
-                 or (r is not None and _whitened(n, r.shape[1], n_dims))
+                [dds_is_degenerate(n, b.features.shape[1], n_dims)
+                 or (r is not None and dds_is_degenerate(n, r.shape[1], n_dims))
                  for b, r in zip(kept, refs)], bool,
             )  # fmt: skip
         else:
@@ -488,13 +481,6 @@ def _undefined(
                  or (uses_ref and r is not None and _one_dim(r.shape[1], n_dims))
                  for b, r in zip(kept, refs)], bool,
             )  # fmt: skip
-        flat: dict[int, bool] = {}  # per distinct reference, not per model: each is [n, d_r]
-        if uses_ref:
-            distinct = {id(r): r for r in refs if r is not None}
-            flat = {k: bool(np.all(r == r[:1])) for k, r in distinct.items()}
-        rules["constant"] = np.array(
-            [b.constant_features or flat.get(id(r), False) for b, r in zip(kept, refs)], bool
-        )
     mask = np.zeros(m, bool)
     for hit in rules.values():
         mask |= hit
@@ -514,8 +500,9 @@ def degenerate_flags(
       K - 1 in exact arithmetic for every model, rounding noise in float32 (METRICS.md).
     * dds: PCA to >= n - 1 dims plus standardisation whitens the rows, so every pair of images
       has the same cosine distance and CKA is 0/0.
-    * parc, rsa: one dimension after PCA, or constant features (rsa, dds: or reference), make
-      every pairwise distance equal; Spearman is then undefined (NaN from the scorer).
+    * parc, rsa: one dimension after PCA makes every pairwise distance equal; Spearman is then
+      undefined. So do constant features: the scorers return NaN there (dds too), and the
+      note says why.
     """
     flags: dict[str, str] = {}
     for method, values in scores.items():

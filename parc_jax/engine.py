@@ -79,9 +79,6 @@ class ModelBatch:
     source: str | None = None
     source_images: float | None = None
     position: int = -1  # order in the stream (set by the engine)
-    # every probe row equal (set by the engine while the features are at hand): rank and
-    # distance scores of such a model are undefined, and are flagged after scoring
-    constant_features: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,8 +414,6 @@ def _chunks(
     pending: dict[tuple, list[ModelBatch]] = {}
     for model in models:
         _check_model(model, target, needs, methods)
-        x = model.features
-        model.constant_features = bool(x.shape[0] > 0 and np.all(x == x[:1]))
         key = _bucket_key(model, target, needs)
         group = pending.setdefault(key, [])
         group.append(model)

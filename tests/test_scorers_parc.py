@@ -811,6 +811,16 @@ def test_parc_and_rsa_are_undefined_when_every_distance_ties():
     assert float(numerics.spearman(ramp, ramp)) == pytest.approx(1.0)
 
 
+def test_dds_core_is_nan_when_a_distance_matrix_is_constant():
+    """Constant features give equal distances everywhere: CKA is 0/0, but U-centring left
+    rounding noise and dds_core returned 8.9e-6 (n = 30). The engine flags the NaN."""
+    r = np.random.default_rng(0).normal(size=(30, 10)).astype(np.float32)
+    flat = jnp.ones((30, 10), jnp.float32)
+    assert np.isnan(float(dds_mod.dds_core(flat, jnp.asarray(r), n_dims=None)))
+    assert np.isnan(float(dds_mod.dds_core(jnp.asarray(r), flat, n_dims=None)))
+    assert np.isfinite(float(dds_mod.dds_core(jnp.asarray(r), jnp.asarray(r[::-1]), n_dims=None)))
+
+
 def test_dds_warns_when_pca_whitens_the_probe():
     """PCA to >= n - 1 dims then standardisation makes every pair of probe images equally far
     apart: the public dds() warns, as hscore() does in its degenerate case (the engine sets

@@ -69,19 +69,29 @@ def dds_core(
     *,
     n_dims: int | None = 64,
 ) -> jax.Array:
-    """DDS x100 for one model (pure; jit/vmap-able, no checks).
+    """DDS x100 for one model (pure; jit/vmap-able, no checks); NaN when either distance
+    matrix is constant off the diagonal (undefined).
 
     ``features: [n, d]``, ``reference_features: [n, d_r]``, masks ``bool [d]`` / ``[d_r]``;
     ``n >= 4``.
     """
     x, xm = _reduce(features, feature_mask, n_dims)
     r, rm = _reduce(_after_pca(reference_features, x, n_dims), reference_mask, n_dims)
-    ux = u_centre(cosine_distance(numerics.standardize(x, xm)))
-    ur = u_centre(cosine_distance(numerics.standardize(r, rm)))
+    dx = cosine_distance(numerics.standardize(x, xm))
+    dr = cosine_distance(numerics.standardize(r, rm))
+    ux, ur = u_centre(dx), u_centre(dr)
     cross = numerics.accurate_sum(ux * ur)
     self_x = numerics.accurate_sum(ux * ux)
     self_r = numerics.accurate_sum(ur * ur)
-    return (100.0 * cross / jnp.sqrt(self_x * self_r)).astype(x.dtype)
+    score = (100.0 * cross / jnp.sqrt(self_x * self_r)).astype(x.dtype)
+    # All distances equal (constant features): CKA is 0/0, but U-centring leaves rounding
+    # noise (8.9e-6 for constant features), so test the distances themselves, exactly.
+    return jnp.where(_all_equal_off_diagonal(dx) | _all_equal_off_diagonal(dr), jnp.nan, score)
+
+
+def _all_equal_off_diagonal(d: jax.Array) -> jax.Array:
+    off = ~jnp.eye(d.shape[0], dtype=bool)
+    return jnp.max(jnp.where(off, d, -jnp.inf)) == jnp.min(jnp.where(off, d, jnp.inf))
 
 
 _dds_jit = numerics.jit_per_pca_mode(dds_core, static_argnames=("n_dims",))
