@@ -182,9 +182,16 @@ def stratified_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * (size / n)
     take = np.minimum(np.maximum(np.floor(quota).astype(int), 1), counts)
-    if take.sum() > size:  # more classes than slots: keep one from randomly chosen classes
+    if take.sum() > size and len(classes) > size:
+        # more classes than slots: keep one from randomly chosen classes
         take = np.zeros_like(counts)
         take[rng.choice(len(classes), size, replace=False)] = 1
+    elif take.sum() > size:
+        # long tail: the 1-per-class floors overshoot; give every class one item and share
+        # the other ``size - K`` slots in proportion to what each class has left
+        k = len(classes)
+        quota = 1 + (counts - 1) * ((size - k) / (n - k))
+        take = np.floor(quota).astype(int)
     spare = size - int(take.sum())
     if spare > 0:
         order = np.lexsort((rng.random(len(classes)), -(quota - np.floor(quota))))

@@ -6,7 +6,11 @@ files without it):
 * :func:`tfds_arrays` reads any prepared TFDS image-classification dataset (for users with
   network access, a catalogue name such as ``"mnist"`` with ``download=True``) into the raw
   arrays that :func:`parc_jax.data.load_dataset` takes through ``arrays=``, so resizing,
-  normalisation and splits are the same as for the offline files.
+  normalisation and splits are the same as for the offline files. TFDS stores examples in a
+  shuffled order; the builder below therefore records each example's position in the file
+  (feature ``"index"``) and :func:`tfds_arrays` restores that order, so a local build gives
+  the very arrays (and hence splits) of its ``.npz`` file. Catalogue datasets have no such
+  feature and come in TFDS's record order.
 * :class:`ParcNpzImages` is a builder with a *manual directory*: it turns local
   ``<manual_dir>/<config>.npz`` files (the format of ``../shared/data``) into an
   ``array_record`` TFDS dataset, one builder config per dataset name. :func:`build_npz_tfds`
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ import numpy as np
 from parc_jax.data import DATASETS
 
 BUILDER_NAME = "parc_npz_images"
+INDEX_KEY = "index"  # position of an example in its .npz split (restores the file order)
 
 
 def _tfds():
@@ -49,8 +56,11 @@ def _builder_class() -> type:
     class ParcNpzImages(tfds.core.GeneratorBasedBuilder):
         """Image classification from ``<manual_dir>/<config name>.npz`` (uint8 images)."""
 
-        VERSION = tfds.core.Version("1.0.0")
-        RELEASE_NOTES = {"1.0.0": "Local .npz files with x_train, y_train, x_test, y_test."}
+        VERSION = tfds.core.Version("1.1.0")
+        RELEASE_NOTES = {
+            "1.0.0": "Local .npz files with x_train, y_train, x_test, y_test.",
+            "1.1.0": f"Feature {INDEX_KEY!r}: position in the file (its order on read).",
+        }
         MANUAL_DOWNLOAD_INSTRUCTIONS = (
             "Place <name>.npz (keys x_train, y_train, x_test, y_test: uint8 [N, H, W, C] "
             "images and int labels) in the manual directory."
@@ -67,6 +77,7 @@ def _builder_class() -> type:
                             shape=(None, None, None), dtype=np.uint8, encoding="zlib"
                         ),
                         "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+                        INDEX_KEY: tfds.features.Tensor(shape=(), dtype=np.int64),
                     }
                 ),
                 supervised_keys=("image", "label"),
@@ -85,7 +96,7 @@ def _builder_class() -> type:
 
         def _generate_examples(self, images, labels):
             for i in range(labels.shape[0]):
-                yield i, {"image": images[i], "label": np.int64(labels[i])}
+                yield i, {"image": images[i], "label": np.int64(labels[i]), INDEX_KEY: np.int64(i)}
 
     return ParcNpzImages
 
@@ -117,6 +128,55 @@ def build_npz_tfds(
     return Path(builder.data_dir)
 
 
+def _file_order(records: list) -> list:
+    """``records`` sorted by their ``INDEX_KEY`` feature (their position in the source file).
+
+    Records without that feature (catalogue datasets) keep their order. The indices must be
+    ``0 .. n-1`` exactly once each, else ValueError.
+    """
+    if not records or INDEX_KEY not in records[0]:
+        return list(records)
+    index = np.asarray([int(r[INDEX_KEY]) for r in records])
+    order = np.argsort(index, kind="stable")
+    if not np.array_equal(index[order], np.arange(index.size)):
+        raise ValueError(
+            f"feature {INDEX_KEY!r} is not a permutation of 0..{index.size - 1}: "
+            "the prepared data are damaged; delete and rebuild them"
+        )
+    return [records[i] for i in order]
+
+
+_PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def _check_online(host: str = "storage.googleapis.com", timeout: float = 5.0) -> None:
+    """Raise ConnectionError within ~``timeout`` s if ``host:443`` cannot be reached.
+
+    Saves TFDS's long download retries when there is no network. Skipped behind a proxy
+    (the direct connection says nothing there).
+    """
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return
+    result: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(None)
+        except OSError as err:
+            result.append(err)
+
+    thread = threading.Thread(target=probe, daemon=True)  # bounds a hanging DNS lookup too
+    thread.start()
+    thread.join(timeout + 1.0)
+    if not result or result[0] is not None:
+        why = "timed out" if not result else f"{type(result[0]).__name__}: {result[0]}"
+        raise ConnectionError(
+            f"download: cannot reach {host} ({why}); no network? Prepare the data elsewhere "
+            "and pass data_dir"
+        )
+
+
 def tfds_arrays(
     name: str,
     *,
@@ -130,16 +190,26 @@ def tfds_arrays(
     """Read a prepared TFDS dataset with ``tfds.data_source`` into raw arrays.
 
     Returns ``{"x_train", "y_train", "x_test", "y_test"}``: uint8 ``[N, H, W, C]`` and int32
-    ``[N]``, in record order, ready for ``parc_jax.data.load_dataset(name, arrays=...)``.
+    ``[N]``, ready for ``parc_jax.data.load_dataset(name, arrays=...)``: in the order of the
+    source file for a local build (feature ``"index"``), else in record order.
     name: a TFDS name (``"mnist"``, or ``"parc_npz_images/mnist"`` for a local build).
     download: let TFDS download and prepare it first (needs network access).
+    Not prepared and ``download=False``: FileNotFoundError ``not prepared at <dir>: ...``.
     """
     tfds = _tfds()
     if name.split("/")[0] == BUILDER_NAME:
         _builder_class()  # registers the builder so TFDS can find it by name
-    sources = tfds.data_source(
-        name, data_dir=None if data_dir is None else str(data_dir), download=download
-    )
+    data_dir = None if data_dir is None else str(data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise FileNotFoundError(
+                f"not prepared at {builder.data_dir}: {name!r} has no prepared data there; "
+                "pass the data_dir it was prepared in, or download=True (needs network), or "
+                "build_npz_tfds for a local .npz"
+            )
+        _check_online()
+    sources = tfds.data_source(name, data_dir=data_dir, download=download)
     out: dict[str, np.ndarray] = {}
     for split, tag in ((train_split, "train"), (test_split, "test")):
         if split not in sources:
@@ -147,7 +217,7 @@ def tfds_arrays(
                 f"{tag}_split: {name!r} has no split {split!r}; it has {sorted(sources)}"
             )
         source = sources[split]
-        records = [source[i] for i in range(len(source))]
+        records = _file_order([source[i] for i in range(len(source))])
         if not records:
             raise ValueError(f"{tag}_split: split {split!r} of {name!r} is empty")
         for key in (image_key, label_key):

@@ -9,18 +9,64 @@ Other processes sharing the CPU slow every number down: the load average is prin
 import argparse
 import json
 import os
+from pathlib import Path
 
-from parc_jax.training import get_preset, measure_throughput, preset_workload
+from parc_jax.atomic import write_text
+from parc_jax.data import default_data_dir
+from parc_jax.training import PRESETS, get_preset, measure_throughput, preset_workload
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mini")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--data-dir", default=None)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _writable_file(parser: argparse.ArgumentParser, path: str) -> None:
+    """parser.error unless a file can be written at ``path`` (missing folders are created)."""
+    p = Path(path)
+    if p.is_dir():
+        parser.error(f"--json: {p} is a folder, not a file")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        parser.error(f"--json: cannot create {p}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        parser.error(f"--json: cannot write in {parent}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="mini", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--steps", type=_positive_int, default=20, help="timed steps per measurement (>= 1)"
+    )
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default ../shared/data)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     preset = get_preset(args.preset)
+    directory = Path(args.data_dir) if args.data_dir is not None else default_data_dir()
+    if not directory.is_dir():
+        parser.error(f"--data-dir: no such folder {directory}")
+    missing = [
+        n for n in dict.fromkeys(preset.sources + preset.targets)
+        if not (directory / f"{n}.npz").is_file()
+    ]  # fmt: skip
+    if missing:
+        parser.error(f"--data-dir: {directory} lacks {', '.join(f'{n}.npz' for n in missing)}")
+    if args.json:
+        _writable_file(parser, args.json)
+    try:  # the real split sizes, before the (long) measurements
+        work = preset_workload(preset, data_dir=args.data_dir)
+    except (ValueError, OSError) as err:
+        parser.error(f"--data-dir: {err}")
     load_before = os.getloadavg()[0]
     rates = {}
     for arch in preset.architectures:
@@ -39,7 +85,6 @@ def main() -> int:
             flush=True,
         )
     load_after = os.getloadavg()[0]
-    work = preset_workload(preset, data_dir=args.data_dir)
     predicted = {}
     for stage, n in work.items():
         predicted[stage] = sum(
@@ -60,17 +105,13 @@ def main() -> int:
     print(f"  compiles (train + eval, once per architecture): ~{compiles:.0f} s")
     print(f"  total predicted: {sum(predicted.values()) + compiles:.0f} s")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "rates": rates,
-                    "workload": work,
-                    "predicted_s": predicted,
-                    "load": [load_before, load_after],
-                },
-                f,
-                indent=1,
-            )
+        numbers = {
+            "rates": rates,
+            "workload": work,
+            "predicted_s": predicted,
+            "load": [load_before, load_after],
+        }
+        write_text(args.json, json.dumps(numbers, indent=1))
     return 0
 
 

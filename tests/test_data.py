@@ -161,3 +161,156 @@ def test_tfds_builder_roundtrip(tmp_path):
         assert key(x, y) == key(small[f"x_{split}"], small[f"y_{split}"])
     ds = load_dataset("coil20", arrays=back, image_size=16, max_val=20)
     assert ds.num_classes <= 20 and len(ds.train) + len(ds.val) == 120
+
+
+def test_stratified_subset_long_tail():
+    labels = np.array([0, 1, 2, 3] + [4] * 100)
+    idx = stratified_subset(labels, 50, np.random.default_rng(0))
+    assert idx.size == 50 and np.unique(idx).size == 50
+    counts = np.bincount(labels[idx], minlength=5)
+    assert (counts >= 1).all() and counts[4] == 46
+    assert np.array_equal(idx, stratified_subset(labels, 50, np.random.default_rng(0)))
+    # one big class and many tiny ones (the load_dataset(max_train=...) walkthrough)
+    labels = np.repeat(np.arange(41), [3000] + [3] * 40)
+    for size in (41, 42, 100, 1000, 3100):
+        idx = stratified_subset(labels, size, np.random.default_rng(size))
+        counts = np.bincount(labels[idx], minlength=41)
+        assert idx.size == size and np.unique(idx).size == size
+        assert (counts >= 1).all() and (counts <= np.bincount(labels)).all()
+        assert counts[0] >= counts[1:].max()
+    small = stratified_subset(labels, 30, np.random.default_rng(0))  # fewer slots than classes
+    assert small.size == 30 and np.unique(labels[small]).size == 30
+
+
+def test_load_dataset_long_tail_max_train():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(41), [3000] + [3] * 40)
+    arrays = {"x_train": rng.integers(0, 255, (y.size, 8, 8, 1), dtype=np.uint8), "y_train": y,
+              "x_test": np.zeros((41, 8, 8, 1), np.uint8), "y_test": np.arange(41)}  # fmt: skip
+    ds = load_dataset("long_tail", arrays=arrays, image_size=8, max_train=1000, max_val=50)
+    assert len(ds.train) == 1000
+    assert np.unique(ds.train.labels).size == 41
+
+
+def test_tfds_record_order():
+    from parc_jax.tfds_data import INDEX_KEY, _file_order
+
+    recs = [{"label": 5, INDEX_KEY: 2}, {"label": 3, INDEX_KEY: 0}, {"label": 4, INDEX_KEY: 1}]
+    assert [r["label"] for r in _file_order(recs)] == [3, 4, 5]
+    plain = [{"label": 5}, {"label": 3}]  # a catalogue dataset: record order kept
+    assert _file_order(plain) == plain
+    with pytest.raises(ValueError, match="index"):
+        _file_order([{INDEX_KEY: 0}, {INDEX_KEY: 0}])
+
+
+def test_tfds_same_splits_as_npz(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("array_record")
+    from parc_jax.tfds_data import build_npz_tfds, tfds_arrays
+
+    raw = load_npz("orl")
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    np.savez(manual / "orl.npz", **raw)
+    build_npz_tfds("orl", manual_dir=manual, data_dir=tmp_path / "tfds")
+    back = tfds_arrays("parc_npz_images/orl", data_dir=tmp_path / "tfds")
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        assert np.array_equal(back[k], raw[k]), k
+    a = load_dataset("orl", arrays=back, image_size=16, max_val=100)
+    b = load_dataset("orl", image_size=16, max_val=100)
+    assert np.array_equal(a.val.images, b.val.images)
+
+
+def test_tfds_not_prepared_message(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    from parc_jax.tfds_data import tfds_arrays
+
+    with pytest.raises(FileNotFoundError, match="not prepared at") as info:
+        tfds_arrays("mnist", data_dir=tmp_path)
+    assert "\n" not in str(info.value) and "already prepared" not in str(info.value)
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_measure_throughput_validates_before_measuring(tmp_path, monkeypatch, capsys):
+    mt = _script("measure_throughput")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("measured before validating the arguments")
+
+    monkeypatch.setattr(mt, "measure_throughput", boom)
+    (tmp_path / "afile").write_text("x")
+    bad = [
+        ["--steps", "0"],
+        ["--steps", "-1"],
+        ["--preset", "huge"],
+        ["--data-dir", str(tmp_path / "nodata")],
+        ["--json", str(tmp_path / "afile" / "x.json")],
+        ["--json", str(tmp_path)],
+    ]
+    for argv in bad:
+        with pytest.raises(SystemExit) as info:
+            mt.main(argv)
+        assert info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "error:" in err, argv
+    with pytest.raises(SystemExit):
+        mt.main(["--help"])
+    assert "predict the wall time" in capsys.readouterr().out
+
+
+def test_measure_throughput_writes_json_atomically(tmp_path, monkeypatch):
+    import json
+
+    mt = _script("measure_throughput")
+    rate = {"train_ips": 100.0, "eval_ips": 400.0, "compile_train_s": 1.0, "compile_eval_s": 0.5}
+    monkeypatch.setattr(mt, "measure_throughput", lambda arch, **kw: dict(rate))
+    work = {"sources": {"train": 1000, "eval": 400}}
+    monkeypatch.setattr(mt, "preset_workload", lambda preset, data_dir=None: work)
+    calls = []
+    real = mt.write_text
+    monkeypatch.setattr(mt, "write_text", lambda p, t: (calls.append(p), real(p, t)))
+    out = tmp_path / "sub" / "x.json"
+    assert mt.main(["--preset", "tiny", "--steps", "1", "--json", str(out)]) == 0
+    assert calls == [str(out)]
+    got = json.loads(out.read_text())
+    from parc_jax.training import get_preset
+
+    assert got["workload"] == work and set(got["rates"]) == set(get_preset("tiny").architectures)
+    assert got["predicted_s"]["sources"] > 0
+
+
+def test_run_transfers_checks_sources_first(tmp_path, monkeypatch, capsys):
+    rt = _script("run_transfers")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained before checking the source models")
+
+    monkeypatch.setattr(rt, "stage_main", boom)
+    with pytest.raises(SystemExit) as info:
+        rt.main(["--preset", "tiny", "--run-dir", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing source model" in err and "Traceback" not in err
+    # all present: hands over to the stage
+    from parc_jax.training import get_preset
+
+    preset = get_preset("tiny")
+    for arch in preset.architectures:
+        for src in preset.sources:
+            p = tmp_path / "sources" / arch / f"{src}.msgpack"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"")
+    seen = []
+    monkeypatch.setattr(rt, "stage_main", lambda stage, argv=None: seen.append((stage, argv)) or 0)
+    assert rt.main(["--preset", "tiny", "--run-dir", str(tmp_path)]) == 0
+    assert seen == [("transfers", ["--preset", "tiny", "--run-dir", str(tmp_path)])]
