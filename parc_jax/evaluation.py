@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "METRICS",
     "MODES",
     "Summary",
+    "UndefinedGroupsWarning",
     "evaluate",
     "group_values",
     "kendall_tau",
@@ -251,6 +253,24 @@ class Summary:
     per_group: Mapping[tuple[str, ...], tuple[float, ...]]
 
 
+class UndefinedGroupsWarning(UserWarning):
+    """:func:`evaluate` left groups (targets, in the default mode) out of a method's mean
+    because the metric is undefined there (a NaN score, constant scores or accuracies)."""
+
+
+def _why_undefined(pairs: np.ndarray) -> str:
+    x, y = pairs[:, 0], pairs[:, 1]
+    if x.size < 2:
+        return "fewer than 2 models"
+    if not np.isfinite(x).all():
+        return "NaN score" if np.isnan(x).any() else "non-finite score"
+    if np.ptp(x) == 0:
+        return "constant scores"
+    if np.ptp(y) == 0:
+        return "constant accuracies"
+    return "undefined metric"
+
+
 def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
     seen = set()
     for r in rows:
@@ -272,11 +292,27 @@ def group_values(
     mode: str = "models",
 ) -> dict[int, dict[tuple[str, ...], float]]:
     """``{run: {group key: metric value}}`` for one method. Rows whose transfer is missing
-    from the oracle (self-transfers, for example) are left out."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    from the oracle (self-transfers, for example) are left out here; :func:`evaluate`
+    refuses them."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    fn = METRICS[metric]
+    return {
+        run: {key: fn(*pairs.T) for key, pairs in by_group.items()}
+        for run, by_group in _group_pairs(rows, oracle, method=method, mode=mode).items()
+    }
+
+
+def _group_pairs(
+    rows: Sequence[Mapping[str, Any]],
+    oracle: Mapping[tuple[str, str, str], float],
+    *,
+    method: str,
+    mode: str,
+) -> dict[int, dict[tuple[str, ...], np.ndarray]]:
+    """``{run: {group key: (score, accuracy) pairs [m, 2]}}``, runs and groups sorted."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     fixed, _ = MODES[mode]
     groups: dict[int, dict[tuple[str, ...], list[tuple[float, float]]]] = defaultdict(
         lambda: defaultdict(list)
@@ -290,11 +326,58 @@ def group_values(
         groups[int(r["run"])][tuple(r[k] for k in fixed)].append((float(r["score"]), acc))
     if not groups:
         raise ValueError(f"no score rows of method {method!r} join the oracle")
-    fn = METRICS[metric]
     return {
-        run: {key: fn(*np.asarray(pairs).T) for key, pairs in sorted(by_group.items())}
+        run: {key: np.asarray(pairs) for key, pairs in sorted(by_group.items())}
         for run, by_group in sorted(groups.items())
     }
+
+
+def _unjoined(
+    rows: Sequence[Mapping[str, Any]], oracle: Mapping[tuple[str, str, str], float]
+) -> None:
+    bad = [r for r in rows if (r["architecture"], r["source"], r["target"]) not in oracle]
+    if bad:
+        shown = ", ".join(
+            f"(run {r['run']}, {r['method']!r}: {r['architecture']!r}, {r['source']!r}, "
+            f"{r['target']!r})"
+            for r in bad[:3]
+        )
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(
+            f"{len(bad)} score row{'s' if len(bad) != 1 else ''} of {len(rows)} do not join the "
+            f"oracle (no fine-tuned accuracy for (architecture, source, target)): {shown}{more}"
+        )
+
+
+def _warn_undefined(
+    method: str,
+    mode: str,
+    metric: str,
+    pairs: Mapping[int, Mapping[tuple[str, ...], np.ndarray]],
+    values: Mapping[int, Mapping[tuple[str, ...], float]],
+) -> None:
+    fixed, _ = MODES[mode]
+    left: dict[tuple[str, ...], tuple[list[int], str]] = {}
+    for run, by_group in values.items():
+        for key, v in by_group.items():
+            if not math.isfinite(v):
+                runs, _ = left.setdefault(key, ([], _why_undefined(pairs[run][key])))
+                runs.append(run)
+    if not left:
+        return
+    n_groups = len({k for by_group in values.values() for k in by_group})
+    names = [
+        ", ".join(f"{f}={k!r}" for f, k in zip(fixed, key, strict=True))
+        + f" ({why}; run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))})"
+        for key, (runs, why) in left.items()
+    ]
+    shown = "; ".join(names[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
+    warnings.warn(
+        f"evaluate: method {method!r}, {metric} ({mode} mode): {len(left)} of {n_groups} "
+        f"groups left out of the mean, the metric being undefined there: {shown}",
+        UndefinedGroupsWarning,
+        stacklevel=3,
+    )
 
 
 def evaluate(
@@ -311,17 +394,44 @@ def evaluate(
     With ``metric="pearson"`` and ``mode="models"`` this is the paper's Mean PC (Eq. 2): per
     target, Pearson correlation over all source models x100, averaged over targets; mean +-
     population std over the probe runs. ``targets`` restricts the targets (for example the six
-    main ones, with the extra targets reported separately)."""
+    main ones, with the extra targets reported separately).
+
+    Every score row of the evaluated methods and targets must join the oracle: rows without a
+    fine-tuned accuracy (a misspelt architecture, a self-transfer, an incomplete oracle) raise
+    ``ValueError``, naming a few and how many; so do ``targets`` with no score rows. A group
+    (a target, in the default mode) whose metric is undefined in a run - a NaN score, constant
+    scores or constant accuracies - is left out of that run's average, as the benchmark tables
+    do, and counted in ``Summary.undefined``; an :class:`UndefinedGroupsWarning` names the
+    method, the groups left out and why. All groups undefined gives ``mean`` NaN."""
     rows = list(rows)
     _check_rows(rows)
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     if targets is not None:
+        if isinstance(targets, str):
+            raise ValueError(f"targets must be a sequence of target names, got {targets!r}")
         keep = set(targets)
+        unknown = sorted(keep - {r["target"] for r in rows})
+        if not keep or unknown:
+            raise ValueError(
+                f"targets: {unknown or 'empty'} have no score rows "
+                f"(targets present: {sorted({r['target'] for r in rows})})"
+            )
         rows = [r for r in rows if r["target"] in keep]
     if methods is None:
         methods = list(dict.fromkeys(r["method"] for r in rows))
+    wanted = set(methods)
+    _unjoined([r for r in rows if r["method"] in wanted], oracle)
+    fn = METRICS[metric]
     out = {}
     for method in methods:
-        per = group_values(rows, oracle, method=method, metric=metric, mode=mode)
+        pairs = _group_pairs(rows, oracle, method=method, mode=mode)
+        per = {
+            run: {key: fn(*p.T) for key, p in by_group.items()} for run, by_group in pairs.items()
+        }
+        _warn_undefined(method, mode, metric, pairs, per)
         run_means, defined, undefined = [], [], []
         per_group: dict[tuple[str, ...], list[float]] = defaultdict(list)
         for by_group in per.values():

@@ -330,36 +330,52 @@ def export_bank(
     return bank
 
 
+EXPORT_FILES = ("oracle.csv", "sources.csv", "scratch.csv", "grid.csv", "timings.json")
+
+
 def export_benchmark(
     preset: Any,
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     data_dir: str | os.PathLike | None = None,
+    markdown: str | None = None,
 ) -> list[Path]:
-    """Copy what the repository keeps of a finished run into ``out_dir``.
+    """Copy what the repository keeps of a finished run into ``out_dir``, all or nothing.
 
-    ``oracle.csv``, ``sources.csv``, ``scratch.csv``, ``grid.csv``, ``timings.json``, one
-    probe bank per target (run 0, float16 features) as ``banks/<target>.msgpack``, and the
-    sanity report ``summary.md``.
+    ``EXPORT_FILES`` (the CSVs and ``timings.json``), one probe bank per target (run 0, float16
+    features) as ``banks/<target>.msgpack``, and the sanity report ``summary.md`` (``markdown``,
+    else :func:`parc_jax.training.summarize`'s). Every input is checked first and nothing is
+    written if one is missing; the outputs are built, then each is written atomically.
     """
-    import shutil
+    import tempfile
 
-    from parc_jax.atomic import write_text
+    from parc_jax.atomic import write_bytes
     from parc_jax.training import summarize
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("oracle.csv", "sources.csv", "scratch.csv", "grid.csv", "timings.json"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out_dir / name)
-            written.append(out_dir / name)
-    for target in preset.targets:
-        path = out_dir / "banks" / f"{target}.msgpack"
-        export_bank(run_dir, target, path)
-        written.append(path)
-    report = summarize(preset, run_dir, data_dir=data_dir)
-    write_text(out_dir / "summary.md", report["markdown"])
-    written.append(out_dir / "summary.md")
-    return written
+    missing = [run_dir / n for n in EXPORT_FILES if not (run_dir / n).is_file()]
+    missing += [
+        run_dir / "probes" / t / "run0.msgpack"
+        for t in preset.targets
+        if not (run_dir / "probes" / t / "run0.msgpack").is_file()
+    ]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ValueError(
+            f"cannot export: {len(missing)} input(s) missing: {shown}{more} (no probe bank or "
+            "CSV: finish every stage first); nothing written"
+        )
+    if markdown is None:
+        markdown = summarize(preset, run_dir, data_dir=data_dir)["markdown"]
+    outputs: dict[Path, bytes] = {out_dir / n: (run_dir / n).read_bytes() for n in EXPORT_FILES}
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in preset.targets:
+            staged = Path(tmp) / f"{t}.msgpack"
+            export_bank(run_dir, t, staged)
+            outputs[out_dir / "banks" / f"{t}.msgpack"] = staged.read_bytes()
+    outputs[out_dir / "summary.md"] = markdown.encode()
+    for path, data in outputs.items():
+        write_bytes(path, data)  # creates banks/ as needed
+    return list(outputs)

@@ -25,6 +25,7 @@ a run restarted with the same arguments resumes from them and ends in the same s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -748,13 +749,73 @@ def _append_csv(path: Path, columns: Sequence[str], row: Mapping) -> None:
 
 
 def record_stage_time(run_dir: str | os.PathLike, stage: str, seconds: float) -> None:
-    """Add ``seconds`` to ``stage`` in ``<run_dir>/timings.json`` (summed over resumptions)."""
+    """Add ``seconds`` to ``stage`` in ``<run_dir>/timings.json`` (summed over resumptions;
+    :func:`timed_stage` adds interrupted segments too)."""
     import json
 
     path = Path(run_dir) / "timings.json"
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 2)
     write_bytes(path, (json.dumps(timings, indent=1, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def timed_stage(run_dir: str | os.PathLike, stage: str):
+    """Add the wall time of the ``with`` body to ``stage`` in ``timings.json``, also when it
+    is interrupted (KeyboardInterrupt or an exception: the segment is added, then re-raised)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        try:
+            record_stage_time(run_dir, stage, time.perf_counter() - t0)
+        except Exception as e:  # never hide the interruption behind a bookkeeping error
+            log.warning("could not record the time of the interrupted %s stage: %s", stage, e)
+        raise
+    record_stage_time(run_dir, stage, time.perf_counter() - t0)
+
+
+RUN_RECORD = "preset.json"
+
+
+def preset_record(preset: Preset) -> dict[str, Any]:
+    """What a run dir records of the preset that made it: its name and its whole recipe (every
+    field of :class:`Preset`, training configs included), JSON-ready."""
+    import json
+
+    return {"preset": preset.name, "recipe": json.loads(json.dumps(dataclasses.asdict(preset)))}
+
+
+def check_run_dir(preset: Preset, run_dir: str | os.PathLike) -> None:
+    """Refuse ``run_dir`` if it was made with another preset or recipe; record ``preset`` in
+    ``<run_dir>/preset.json`` (atomically) on first use. A run dir without the record (runs
+    older than it) is accepted and the record written then."""
+    import json
+
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_RECORD
+    want = preset_record(preset)
+    if path.is_file():
+        try:
+            got = json.loads(path.read_text())
+            name, recipe = got["preset"], dict(got["recipe"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"run dir {run_dir}: unreadable {path} ({e}); use another --run-dir"
+            ) from None
+        if name != want["preset"] or recipe != want["recipe"]:
+            diff = sorted(
+                k for k in set(recipe) | set(want["recipe"])
+                if k != "name" and recipe.get(k) != want["recipe"].get(k)
+            )  # fmt: skip
+            what = f"differs in {', '.join(diff)}" if diff else "another recipe"
+            raise ValueError(
+                f"run dir {run_dir} was made with preset {name} ({what} from preset "
+                f"{preset.name}); use another --run-dir or the same preset"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, (json.dumps(want, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _fmt(x: float) -> str:
@@ -773,12 +834,18 @@ def train_sources(
 
     Writes ``sources/<arch>/<source>.msgpack`` (variables + meta) and a row of
     ``sources.csv`` per model; a model whose file and row exist is skipped, one interrupted
-    mid-training resumes from its last epoch checkpoint. Returns the CSV rows.
+    mid-training resumes from its last epoch checkpoint. Returns the CSV rows. A run dir made
+    with another preset or recipe is refused (:func:`check_run_dir`).
     """
+    run_dir = Path(run_dir)
+    check_run_dir(preset, run_dir)
+    with timed_stage(run_dir, "sources"):
+        return _train_sources(preset, run_dir, grid=grid, progress=progress, data_dir=data_dir)
+
+
+def _train_sources(preset, run_dir, *, grid, progress, data_dir):
     from parc_jax.zoo import make_model
 
-    run_dir = Path(run_dir)
-    t0 = time.perf_counter()
     csv_path = run_dir / "sources.csv"
     done = {(r["architecture"], r["source"]) for r in read_csv(csv_path)}
     data = stage_datasets(preset, preset.sources, role="source", data_dir=data_dir)
@@ -810,7 +877,6 @@ def train_sources(
         _append_csv(csv_path, SOURCES_COLUMNS, row)
         remove_checkpoints(prefix)
         log.info("source %s/%s: test %.2f%% (%.1fs)", arch, source, res.test_accuracy, res.seconds)
-    record_stage_time(run_dir, "sources", time.perf_counter() - t0)
     return read_csv(csv_path)
 
 
@@ -827,12 +893,18 @@ def run_transfers(
     Scratch: ``scratch/<arch>/<target>.msgpack`` + ``scratch.csv``. Transfers: one row of
     ``oracle.csv`` (architecture, source, target, accuracy %, lr, epochs, seconds) each and the
     validation accuracy of every grid learning rate in ``grid.csv``. Finished rows are skipped
-    (resumable); needs the sources stage. Returns the oracle rows.
+    (resumable); needs the sources stage. Returns the oracle rows. A run dir made with another
+    preset or recipe is refused (:func:`check_run_dir`).
     """
+    run_dir = Path(run_dir)
+    check_run_dir(preset, run_dir)
+    with timed_stage(run_dir, "transfers"):
+        return _run_transfers(preset, run_dir, grid=grid, progress=progress, data_dir=data_dir)
+
+
+def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
     from parc_jax.zoo import make_model
 
-    run_dir = Path(run_dir)
-    t0 = time.perf_counter()
     data = stage_datasets(preset, preset.targets, role="target", data_dir=data_dir)
     scratch_csv = run_dir / "scratch.csv"
     done = {(r["architecture"], r["target"]) for r in read_csv(scratch_csv)}
@@ -916,7 +988,6 @@ def run_transfers(
             "transfer %s %s->%s: test %.2f%% lr %g (%.1fs)",
             arch, source, target, res.test_accuracy, res.lr, res.seconds,
         )  # fmt: skip
-    record_stage_time(run_dir, "transfers", time.perf_counter() - t0)
     return read_csv(oracle_csv)
 
 
@@ -951,7 +1022,11 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     run_dir = Path(args.run_dir or Path("runs") / "groundtruth" / preset.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        check_run_dir(preset, run_dir)  # before anything is written into another preset's dir
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     (run_dir / "logs").mkdir(exist_ok=True)
     handlers: list[logging.Handler] = [
         logging.FileHandler(run_dir / "logs" / f"{stage}.log"),
@@ -968,19 +1043,35 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     kw = {"progress": progress, "data_dir": args.data_dir}
     stages = STAGES if stage == "all" else (stage,)
+    try:
+        _run_stages(stages, preset, run_dir, grid=args.grid, **kw)
+    except ValueError as e:  # bad input or a missing earlier stage: one line, exit 2
+        log.debug("stage failed", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_stages(stages, preset, run_dir, *, grid, progress, data_dir) -> None:
+    kw = {"progress": progress, "data_dir": data_dir}
     for st in stages:
         log.info("stage %s, preset %s, run dir %s", st, preset.name, run_dir)
         if st == "sources":
-            train_sources(preset, run_dir, grid=args.grid, **kw)
+            train_sources(preset, run_dir, grid=grid, **kw)
         elif st == "transfers":
-            run_transfers(preset, run_dir, grid=args.grid, **kw)
+            run_transfers(preset, run_dir, grid=grid, **kw)
         elif st == "probes":
             from parc_jax.probes import write_probe_banks
 
-            write_probe_banks(preset, run_dir, **kw)
+            t0 = time.perf_counter()
+            try:
+                write_probe_banks(preset, run_dir, **kw)  # records its time when it finishes
+            except BaseException:  # ... and an interrupted segment is added here
+                with contextlib.suppress(Exception):
+                    record_stage_time(run_dir, "probes", time.perf_counter() - t0)
+                raise
         else:
             raise ValueError(f"stage must be one of {STAGES} or 'all', got {st!r}")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------

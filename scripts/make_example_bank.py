@@ -28,7 +28,9 @@ def main() -> int:
     argv = ["--preset", "tiny", "--run-dir", args.run_dir]
     if args.no_progress:
         argv.append("--no-progress")
-    stage_main("all", argv)
+    rc = stage_main("all", argv)
+    if rc:  # a stage failed; it has said why on stderr
+        return rc
     bank = export_bank(args.run_dir, "coil20", args.out)
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out}: {len(bank.models)} models, n={bank.target.n}, {size / 1e6:.2f} MB")

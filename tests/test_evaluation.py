@@ -2,6 +2,7 @@
 the leave-one-target-out predictor (parc_jax.combine)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -129,14 +130,16 @@ def test_modes_group_by_the_fixed_factors():
 def test_evaluate_skips_unjoined_rows_and_rejects_bad_tables():
     rows = _rows(lambda r, t, a, s: ACC[t][(a, s)])
     extra = dict(rows[0], source="self")  # a self-transfer the oracle does not have
-    assert ev.evaluate([*rows, extra], ORACLE)["m"].mean == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="1 score row .*do not join"):
+        ev.evaluate([*rows, extra], ORACLE)
     with pytest.raises(ValueError, match="duplicate"):
         ev.evaluate([*rows, rows[0]], ORACLE)
     with pytest.raises(ValueError, match="mode"):
         ev.evaluate(rows, ORACLE, mode="nope")
     with pytest.raises(ValueError, match="join"):
         ev.evaluate(rows, {("x", "y", "z"): 1.0})
-    nan = ev.evaluate(_rows(lambda *k: np.nan, method="deg"), ORACLE)["deg"]
+    with pytest.warns(ev.UndefinedGroupsWarning, match="'deg'"):
+        nan = ev.evaluate(_rows(lambda *k: np.nan, method="deg"), ORACLE)["deg"]
     assert math.isnan(nan.mean) and nan.groups == 0
     only_t1 = ev.evaluate(rows, ORACLE, targets=["t1"])["m"]
     assert only_t1.groups == 1
@@ -269,3 +272,51 @@ def test_find_banks_layouts_and_report(tmp_path):
     assert "degenerate" in line  # a flagged scorer is shown as such, not as a number
     line = next(x for x in md.splitlines() if x.startswith("| m |"))
     assert "100.0 ± 0.0" in line
+
+
+def _three_models():
+    # 3 models per target; t1 PC 100, t3 PC -40: mean 30 (the walkthrough's table)
+    acc = {"t1": [10.0, 20.0, 30.0], "t3": [10.0, 20.0, 30.0]}
+    score = {"t1": [1.0, 2.0, 3.0], "t3": [2.0, 1.0 + 0.6, 1.0]}
+    oracle, rows = {}, []
+    for t in acc:
+        for i, s in enumerate(("s1", "s2", "s3")):
+            oracle[("a", s, t)] = acc[t][i]
+            rows.append({"run": 0, "target": t, "architecture": "a", "source": s,
+                         "method": "m", "score": score[t][i]})  # fmt: skip
+    return rows, oracle
+
+
+def test_evaluate_rejects_rows_that_do_not_join_the_oracle():
+    rows, oracle = _three_models()
+    bad = [dict(r, architecture="A") if r["target"] == "t3" else r for r in rows]
+    with pytest.raises(ValueError, match=r"3 score rows .*do not join the oracle.*'A'"):
+        ev.evaluate(bad, oracle)
+    # rows of methods not evaluated, or of targets left out, are not checked
+    other = [dict(r, method="skipped") for r in bad]
+    assert "m" in ev.evaluate([*rows, *other], oracle, methods=["m"])
+    assert ev.evaluate(bad, oracle, targets=["t1"])["m"].mean == pytest.approx(100.0)
+
+
+def test_evaluate_rejects_unknown_targets():
+    rows, oracle = _three_models()
+    with pytest.raises(ValueError, match="nope"):
+        ev.evaluate(rows, oracle, targets=["nope"])
+    with pytest.raises(ValueError, match="nope"):
+        ev.evaluate(rows, oracle, targets=["t1", "nope"])
+
+
+def test_evaluate_warns_when_a_target_is_left_out():
+    rows, oracle = _three_models()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = ev.evaluate(rows, oracle)["m"]
+    nan = [dict(r, score=math.nan) if (r["target"], r["source"]) == ("t3", "s2") else r
+           for r in rows]  # fmt: skip
+    with pytest.warns(ev.UndefinedGroupsWarning, match=r"'m'.*t3.*NaN score"):
+        got = ev.evaluate(nan, oracle)["m"]
+    assert got.mean == pytest.approx(100.0) and got.undefined == 1  # still left out of the mean
+    flat = [dict(r, score=1.0) if r["target"] == "t3" else r for r in rows]
+    with pytest.warns(ev.UndefinedGroupsWarning, match="constant scores"):
+        ev.evaluate(flat, oracle)
+    assert full.mean == pytest.approx(np.mean([100.0, ev.pearson([2.0, 1.6, 1.0], [10, 20, 30])]))

@@ -4,7 +4,13 @@ One small model (AlexNet-style, width 4, 12-wide head, 16x16) and one batch size
 compiled programs few.
 """
 
+import dataclasses
+import importlib.util
+import json
 import math
+import sys
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -195,3 +201,89 @@ def test_bad_train_arguments(usps):
         tr.train(MODEL, v, usps.train, num_classes=10, learning_rates=[0.1], grid="pmap", **kw)
     with pytest.raises(ValueError, match="preset"):
         tr.get_preset("huge")
+
+
+def test_run_dir_records_its_preset_and_refuses_another(tmp_path):
+    tiny, mini = tr.get_preset("tiny"), tr.get_preset("mini")
+    tr.check_run_dir(tiny, tmp_path)  # first use: the record is written
+    assert (tmp_path / "preset.json").is_file()
+    tr.check_run_dir(tiny, tmp_path)  # same preset: accepted
+    with pytest.raises(ValueError, match="made with preset tiny.*use another --run-dir"):
+        tr.check_run_dir(mini, tmp_path)
+    with pytest.raises(ValueError, match="made with preset tiny"):
+        tr.train_sources(mini, tmp_path, progress=False)
+    changed = dataclasses.replace(tiny, finetune_lrs=(0.1,))  # same name, another recipe
+    with pytest.raises(ValueError, match="finetune_lrs"):
+        tr.run_transfers(changed, tmp_path, progress=False)
+    argv = ["--preset", "mini", "--run-dir", str(tmp_path), "--no-progress", "--compile-cache", ""]
+    assert tr.stage_main("sources", argv) == 2
+    old = tmp_path / "old"  # an older run dir without the record: accepted, record written
+    old.mkdir()
+    (old / "sources.csv").write_text("architecture,source\n")
+    tr.check_run_dir(mini, old)
+    assert '"mini"' in (old / "preset.json").read_text()
+
+
+def test_interrupted_stage_time_is_recorded(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "stage_datasets", interrupted)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            tr.train_sources(tr.get_preset("tiny"), tmp_path, progress=False)
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["sources"] >= 0.1
+
+
+def _summarize_script():
+    spec = importlib.util.spec_from_file_location(
+        "summarize_groundtruth", Path(__file__).parents[1] / "scripts" / "summarize_groundtruth.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _summarize(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["summarize_groundtruth.py", "--preset", "tiny", *args])
+    try:
+        return _summarize_script().main()
+    except SystemExit as e:
+        return e.code
+
+
+def _fake_run(run_dir, n=3):
+    run_dir.mkdir()
+    preset = tr.get_preset("tiny")
+    rows = [{"architecture": a, "source": s, "target": t, "accuracy": "50", "lr": "0.1",
+             "epochs": 4, "seconds": "1"} for a, s, t in preset.transfers()[:n]]  # fmt: skip
+    tr.write_csv(run_dir / "oracle.csv", tr.ORACLE_COLUMNS, rows)
+    for name, cols in (("sources.csv", tr.SOURCES_COLUMNS), ("scratch.csv", tr.SCRATCH_COLUMNS),
+                       ("grid.csv", tr.GRID_COLUMNS)):  # fmt: skip
+        tr.write_csv(run_dir / name, cols, [])
+    (run_dir / "timings.json").write_text("{}\n")
+
+
+def test_summarize_refuses_missing_or_empty_run_dirs(tmp_path, monkeypatch, capsys):
+    assert _summarize(monkeypatch, "--run-dir", str(tmp_path / "nonexistent")) == 2
+    assert "nonexistent" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _summarize(monkeypatch, "--run-dir", str(tmp_path / "empty")) == 2
+    assert "no transfers" in capsys.readouterr().err
+    _fake_run(tmp_path / "run")
+    assert _summarize(monkeypatch, "--run-dir", str(tmp_path / "run")) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "3 of 12" in err
+
+
+def test_summarize_export_is_all_or_nothing(tmp_path, monkeypatch, capsys):
+    _fake_run(tmp_path / "run")  # CSVs but no probes/
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.md").write_text("old\n")
+    assert _summarize(monkeypatch, "--run-dir", str(tmp_path / "run"), "--export", str(out)) == 2
+    assert "probe bank" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["summary.md"]
+    assert (out / "summary.md").read_text() == "old\n"
