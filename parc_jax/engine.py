@@ -527,8 +527,8 @@ def _method_fn(method: str, num_classes: int, class_block: int | None = None) ->
         t = {
             "labels": labels,
             "num_classes": num_classes,
-            "train_mask": split[0],
-            "train_rows": split[1],
+            "train_mask": None if split is None else split[0],
+            "train_rows": None if split is None else split[1],
             "target_images": t_images,
             "class_block": class_block,
         }
@@ -639,8 +639,10 @@ def chunk_scorer(
                 xm["features"], xm["feature_mask"] = reduced[dims[m]]
             if m in spectral:
                 xm["centred_matrix"], xm["centred_eigenvalues"] = spectrum
+            # the logistic split only where it is read: its row count (n_t, a shape) varies
+            # between probe samples, and in every program it recompiled every method per probe
             out[m] = fn(xm, tables.get(dims[m], {}) if REFERENCE in SCORERS[m].inputs else {},
-                        labels, split, t_images)  # fmt: skip
+                        labels, split if m == "logistic" else None, t_images)  # fmt: skip
             done(m, out[m])
         return out
 

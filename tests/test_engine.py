@@ -3,6 +3,7 @@ change nothing, chunks compile once, depth prior, score spread, method resolutio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -87,6 +88,29 @@ def test_second_chunk_does_not_recompile():
     score_bank(_bank(10, widths=(18,), seed=2), methods=["parc", "knn"], chunk_size=2,
                progress=False)  # fmt: skip
     assert _traces() == {"reduce": 1, "parc": 1, "knn": 1}
+
+
+def test_a_probe_with_another_training_half_size_recompiles_only_logistic():
+    """Regression: logistic's training rows (their count n_t is a shape, and it differs
+    between probe samples) went to every method's program, so every method recompiled for
+    every probe sample (a selection benchmark over 40 probe banks ran out of memory maps)."""
+    from parc_jax.scorers.logistic import stratified_half
+
+    b = _bank(4, widths=(40,), seed=3)
+    y = np.asarray(b.target.labels)
+    moved = y.copy()
+    moved[np.flatnonzero(y == y[0])[0]] = y[-1]  # one image to another class: another n_t
+    assert stratified_half(moved).sum() != stratified_half(y).sum()
+    other = Bank(dataclasses.replace(b.target, labels=moved), b.models)
+    engine._COMPILED.clear()
+    engine.TRACE_COUNT.clear()
+    methods = ["parc", "hscore", "logistic"]
+    score_bank(b, methods=methods, chunk_size=2, progress=False)
+    before = _traces()
+    score_bank(other, methods=methods, chunk_size=2, progress=False)
+    after = _traces()
+    assert after["parc"] == before["parc"] and after["hscore"] == before["hscore"]
+    assert after["logistic"] == before["logistic"] + 1
 
 
 def test_one_pca_per_chunk_serves_every_width_bucket_and_method():
