@@ -31,6 +31,7 @@ from parc_jax.engine import (
 )
 from parc_jax.numerics import PCA_MODES
 from parc_jax.scorers.dds import dds_is_degenerate
+from parc_jax.scorers.heuristic import check_l_max
 from parc_jax.scorers.heuristic import depth_prior as _depth_prior
 from parc_jax.scorers.hscore import hscore_is_degenerate
 from parc_jax.validation import check_n_dims
@@ -236,13 +237,7 @@ def score_bank(
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap: expected a non-negative int, got {bootstrap!r}")
-    if (
-        isinstance(l_max, bool)
-        or not isinstance(l_max, (int, float, np.integer, np.floating))
-        or not (np.isfinite(l_max) and l_max > 0)
-    ):
-        raise ValueError(f"l_max: expected a finite positive number, got {l_max!r}")
-    l_max = float(l_max)
+    l_max = check_l_max(l_max)
 
     if isinstance(bank, Bank):
         target_obj, num_models, sha = bank.target, len(bank.models), None

@@ -19,7 +19,7 @@ import numpy as np
 from parc_jax.scorers.parc import _float_dtype
 from parc_jax.validation import check_positive_scalar, is_traced
 
-__all__ = ["depth_prior", "depth_prior_core", "heuristic", "heuristic_core"]
+__all__ = ["check_l_max", "depth_prior", "depth_prior_core", "heuristic", "heuristic_core"]
 
 
 def heuristic_core(
@@ -78,6 +78,17 @@ def depth_prior_core(scores: jax.Array, depths: jax.Array, *, l_max: float = 50.
 _depth_prior_jit = jax.jit(depth_prior_core)
 
 
+def check_l_max(l_max: Any) -> float:
+    """The depth prior's ``l_max`` as a float: a finite positive number, else ValueError."""
+    try:
+        ok = not isinstance(l_max, bool) and bool(np.isfinite(l_max)) and l_max > 0
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"l_max: expected a finite positive number, got {l_max!r}")
+    return float(l_max)
+
+
 def depth_prior(scores: Any, depths: Any, *, l_max: float = 50.0) -> jax.Array:
     """PARC paper Eq. 6 within one target: ``scores [m], depths [m] -> [m]``.
 
@@ -102,12 +113,7 @@ def depth_prior(scores: Any, depths: Any, *, l_max: float = 50.0) -> jax.Array:
             raise ValueError(
                 "depths: contain NaN or inf; a model without a depth cannot take the depth prior"
             )
-        try:
-            ok = not isinstance(l_max, bool) and bool(np.isfinite(l_max)) and l_max > 0
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"l_max: expected a finite positive number, got {l_max!r}")
+        check_l_max(l_max)
         dtype = _float_dtype(s.dtype)
         scores, depths = jnp.asarray(s.astype(dtype)), jnp.asarray(dep.astype(dtype))
     return _depth_prior_jit(scores, depths, l_max=l_max)
