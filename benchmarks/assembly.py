@@ -38,6 +38,9 @@ from parc_jax.atomic import write_text
 from parc_jax.bank import Target
 from parc_jax.engine import ModelBatch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import int_at_least, non_negative_int, output_file, positive_int  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -84,15 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", type=int, default=256)
-    p.add_argument("--chunk-size", type=int, default=None, help="default: all models in one")
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--d", type=int, default=2048)
-    p.add_argument("--z", type=int, default=1000)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="0 = engine default")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--models", type=positive_int, default=256)
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=None, help="default: all models in one"
+    )
+    p.add_argument("--n", type=int_at_least(2), default=500)
+    p.add_argument("--d", type=positive_int, default=2048)
+    p.add_argument("--z", type=positive_int, default=1000)
+    p.add_argument("--num-classes", type=int_at_least(2), default=100)
+    p.add_argument(
+        "--threads", type=non_negative_int, nargs="+", default=[1, 0], help="0 = engine default"
+    )
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
     args.chunk_size = args.chunk_size or args.models
     host = f"{platform.machine()}-{len(os.sched_getaffinity(0))}cores"
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     out = args.out or RESULTS / f"assembly-{host}.json"
-    write_text(out, json.dumps(doc, indent=2) + "\n")
+    write_text(out, json.dumps(doc, indent=2) + "\n", parents=True)
     return 0
 
 

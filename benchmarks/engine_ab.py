@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import existing_dir, int_at_least, output_file, positive_int  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -56,17 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("trees", nargs="+", help="source trees (repository roots) to compare")
+    p.add_argument(
+        "trees", nargs="+", type=existing_dir, help="source trees (repository roots) to compare"
+    )
     p.add_argument("--methods", nargs="+", required=True)
-    p.add_argument("--models", type=int, default=16)
-    p.add_argument("--widths", nargs="*", type=int, default=[512, 2048, 4096])
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--z", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--models", type=positive_int, default=16)
+    p.add_argument("--widths", nargs="+", type=positive_int, default=[512, 2048, 4096])
+    p.add_argument("--n", type=int_at_least(2), default=500)
+    p.add_argument("--num-classes", type=int_at_least(2), default=100)
+    p.add_argument("--z", type=positive_int, default=1000)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", help="JSON path (default results/engine_ab-<device>.json)")
+    p.add_argument(
+        "--out", type=output_file, help="JSON path (default results/engine_ab-<device>.json)"
+    )
     args = p.parse_args(argv)
+    for tree in args.trees:
+        if not (Path(tree) / "parc_jax" / "__init__.py").is_file():
+            p.error(f"{tree!r} holds no parc_jax package; give repository roots")
     if args.child:
         child(args)
         return 0
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     dest = Path(args.out or RESULTS / f"engine_ab-{base['device']}.json")
     from parc_jax.atomic import write_text
 
-    write_text(dest, json.dumps(doc, indent=2) + "\n")
+    write_text(dest, json.dumps(doc, indent=2) + "\n", parents=True)
     print("| tree | commit | ms/model (warm) | first call s | speed-up | max |diff| |")
     print("|---|---|---:|---:|---:|---:|")
     for run in runs:

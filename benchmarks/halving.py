@@ -17,18 +17,24 @@ from pathlib import Path
 
 from parc_jax.atomic import write_text
 from parc_jax.evaluation import read_oracle
+from parc_jax.scorers.registry import SCORERS
 from parc_jax.selection import default_banks, find_banks, halving_markdown, halving_tradeoff
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import existing_dir, existing_file, output_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--banks", default=None, help="default: runs/groundtruth/mini/probes (5 "
-                   "runs) if present, else the committed run-0 banks")  # fmt: skip
-    p.add_argument("--oracle", default=str(ROOT / "benchmarks/groundtruth/oracle.csv"))
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results"))
-    p.add_argument("--method", default="parc")
+    p.add_argument("--banks", type=existing_dir, default=None, help="default: "
+                   "runs/groundtruth/mini/probes (5 runs) if present, else the committed run-0 "
+                   "banks")  # fmt: skip
+    p.add_argument("--oracle", type=existing_file,
+                   default=str(ROOT / "benchmarks/groundtruth/oracle.csv"))  # fmt: skip
+    p.add_argument("--out", type=output_dir, default=str(ROOT / "benchmarks/results"))
+    p.add_argument("--method", default="parc", choices=list(SCORERS))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.banks is None:
@@ -44,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(records)
-    write_text(out / f"halving-{args.method}.csv", buf.getvalue())
+    write_text(out / f"halving-{args.method}.csv", buf.getvalue(), parents=True)
     cmd = "python benchmarks/halving.py" + (
         f" --method {args.method}" if args.method != "parc" else ""
     )
     md = halving_markdown(records, command=cmd)
-    write_text(out / f"halving-{args.method}.md", md)
+    write_text(out / f"halving-{args.method}.md", md, parents=True)
     print(md)
     return 0
 

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,9 @@ from jax import lax
 from parc_jax import numerics
 from parc_jax.atomic import write_text
 from parc_jax.scorers.parc import _feature_distances, parc_core
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import int_at_least, output_file, positive_int  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parc_sort_keys.json"
 
@@ -133,24 +137,28 @@ def tie_structure(v: np.ndarray, keys: np.ndarray) -> tuple[bool, int]:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    write_text(path, json.dumps(payload, indent=2) + "\n")
+    write_text(path, json.dumps(payload, indent=2) + "\n", parents=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=500, help="probe images (default 500)")
-    parser.add_argument("--f", type=int, default=32, help="PCA dims for parc_core (default 32)")
+    parser.add_argument("--n", type=int_at_least(2), default=500, help="probe images (default 500)")
+    parser.add_argument(
+        "--f", type=positive_int, default=32, help="PCA dims for parc_core (default 32)"
+    )
     parser.add_argument(
         "--d",
-        type=int,
+        type=positive_int,
         default=64,
         help="raw feature width (default 64: a cheap PCA, so the "
         "rank step is visible in the parc_core timings)",
     )
-    parser.add_argument("--k", type=int, default=10, help="classes (default 10)")
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--k", type=int_at_least(2), default=10, help="classes (default 10)")
+    parser.add_argument("--repeats", type=positive_int, default=30)
+    parser.add_argument("--out", type=output_file, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.k > args.n:
+        parser.error(f"--k {args.k} classes need at least as many probe images (--n {args.n})")
 
     x_np, y_np = make_probe(args.n, args.d, args.k)
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)

@@ -20,17 +20,23 @@ import numpy as np
 from parc_jax.api import score_bank
 from parc_jax.atomic import write_text
 from parc_jax.bank import read_bank
+from parc_jax.scorers.registry import SCORERS
 from parc_jax.selection import default_banks, find_banks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import existing_dir, output_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--banks", default=None, help="default: runs/groundtruth/mini/probes if "
-                   "present, else benchmarks/groundtruth/banks")  # fmt: skip
-    p.add_argument("--methods", nargs="*", default=["parc"])
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/pca_fast.json"))
+    p.add_argument("--banks", type=existing_dir, default=None, help="default: "
+                   "runs/groundtruth/mini/probes if present, else "
+                   "benchmarks/groundtruth/banks")  # fmt: skip
+    p.add_argument("--methods", nargs="+", choices=list(SCORERS), default=["parc"])
+    p.add_argument("--out", type=output_file,
+                   default=str(ROOT / "benchmarks/results/pca_fast.json"))  # fmt: skip
     args = p.parse_args(argv)
     if args.banks is None:
         args.banks = str(default_banks(ROOT))
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = {m: max(r["max_abs"] for r in rows if r["method"] == m) for m in args.methods}
     report = {"banks": args.banks, "rows": rows, "worst_max_abs": worst,
               "within_0.2": {m: w <= 0.2 for m, w in worst.items()}}  # fmt: skip
-    write_text(args.out, json.dumps(report, indent=1))
+    write_text(args.out, json.dumps(report, indent=1), parents=True)
     for m in args.methods:
         print(
             f"{m}: largest |fast - exact| over {len(banks)} targets x runs = {worst[m]:.4f} "

@@ -27,6 +27,7 @@ from parc_jax.atomic import write_text
 from parc_jax.scorers.parc import parc_core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import int_at_least, output_file, positive_int  # noqa: E402
 from throughput import device_name, timed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", type=int, default=1000)
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--d", type=int, default=2048)
-    p.add_argument("--f", type=int, default=32)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=None)
+    p.add_argument("--models", type=positive_int, default=1000)
+    p.add_argument("--n", type=int_at_least(2), default=500)
+    p.add_argument("--d", type=positive_int, default=2048)
+    p.add_argument("--f", type=positive_int, default=32)
+    p.add_argument("--num-classes", type=int_at_least(2), default=100)
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
     device = device_name()
     out = Path(args.out or RESULTS / f"profile_parc-{device}.json")
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(name: str, warm: float, compile_s: float) -> None:
         doc["pieces"][name] = {"device_s": warm, "compile_s": compile_s}
-        write_text(out, json.dumps(doc, indent=2) + "\n")
+        write_text(out, json.dumps(doc, indent=2) + "\n", parents=True)
         print(f"{name:36s} {warm:9.4f} s  ({1e3 * warm / args.models:7.3f} ms/model)  "
               f"compile {compile_s:5.1f} s", flush=True)  # fmt: skip
 

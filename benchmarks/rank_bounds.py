@@ -34,6 +34,7 @@ from parc_jax import numerics
 from parc_jax.atomic import write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import int_at_least, output_file, positive_int  # noqa: E402
 from throughput import device_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,10 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", type=int, default=16)
-    p.add_argument("--n", type=int, default=500, help="probe size: m = n (n - 1) / 2 keys")
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--out", help="JSON path (default results/rank_bounds-<device>.json)")
+    p.add_argument("--models", type=positive_int, default=16)
+    p.add_argument(
+        "--n", type=int_at_least(2), default=500, help="probe size: m = n (n - 1) / 2 keys"
+    )
+    p.add_argument("--repeats", type=positive_int, default=15)
+    p.add_argument(
+        "--out", type=output_file, help="JSON path (default results/rank_bounds-<device>.json)"
+    )
     args = p.parse_args(argv)
     m = args.n * (args.n - 1) // 2
     rng = np.random.default_rng(0)
@@ -88,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         "times_ms_per_model": times,
     }
     write_text(
-        Path(args.out or RESULTS / f"rank_bounds-{device}.json"), json.dumps(doc, indent=2) + "\n"
+        Path(args.out or RESULTS / f"rank_bounds-{device}.json"),
+        json.dumps(doc, indent=2) + "\n",
+        parents=True,
     )
     print(f"| bounds of {m:,} keys, B = {args.models} ({device}) | ms per model |")
     print("|---|---:|")

@@ -24,11 +24,17 @@ from pathlib import Path
 import jax
 
 from parc_jax.atomic import write_text
+from parc_jax.scorers.registry import PROBS, REFERENCE, SCORERS
 from parc_jax.synthetic import write_sharded_bank
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import method_list, output_dir, positive_int  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PER_SHARD = 250
+# the bank has features, labels and model facts only: no probabilities, no reference features
+METHODS = ["all", *(m for m, s in SCORERS.items() if not {PROBS, REFERENCE} & set(s.inputs))]
 
 CHILD = textwrap.dedent(
     """
@@ -75,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", nargs="*", type=int, default=[1000, 10000])
-    p.add_argument("--chunk-sizes", nargs="*", type=int, default=[64])
-    p.add_argument("--methods", default="parc")
-    p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
+    p.add_argument("--models", nargs="+", type=positive_int, default=[1000, 10000])
+    p.add_argument("--chunk-sizes", nargs="+", type=positive_int, default=[64])
+    p.add_argument("--methods", type=method_list(METHODS), default="parc",
+                   help="comma-separated, from: " + ", ".join(METHODS))  # fmt: skip
+    p.add_argument("--work", type=output_dir, default=str(ROOT / "runs" / "scale"))
     args = p.parse_args(argv)
     rows = []
     for count in args.models:
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     out = RESULTS / f"scale-{result['device'].replace(' ', '_')}.json"
-    write_text(out, json.dumps(result, indent=2) + "\n")
+    write_text(out, json.dumps(result, indent=2) + "\n", parents=True)
     lines = [
         f"{result['device']}, {result['cores']} cores, {result['date']}: `{result['command']}`",
         "",
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['models_per_s']:.1f} | {r['score_s']:.1f} | {r['peak_rss_gb']:.2f} |"
         )
     table = "\n".join(lines) + "\n"
-    write_text(out.with_suffix(".md"), table)
+    write_text(out.with_suffix(".md"), table, parents=True)
     print(table)
     return 0
 

@@ -40,6 +40,7 @@ from parc_jax.scorers.registry import SCORERS
 from parc_jax.synthetic import synthetic_bank
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import int_at_least, output_file, positive_int  # noqa: E402
 from throughput import device_name, engine_scorer, tiled_bank, timed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -146,8 +147,8 @@ def measure_chunk_size(
 
 
 def save(doc: dict, out: Path) -> None:
-    write_text(out, json.dumps(doc, indent=2) + "\n")
-    write_text(out.with_suffix(".md"), markdown(doc))
+    write_text(out, json.dumps(doc, indent=2) + "\n", parents=True)
+    write_text(out.with_suffix(".md"), markdown(doc), parents=True)
 
 
 def markdown(doc: dict) -> str:
@@ -195,30 +196,39 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--methods", nargs="*", choices=list(SCORERS))
-    p.add_argument("--models", type=int, default=1000)
+    p.add_argument("--models", type=positive_int, default=1000)
     p.add_argument(
         "--chunk-sizes",
         nargs="*",
-        type=int,
+        type=positive_int,
         default=[1000],
         help="chunk sizes at which every scorer is measured",
     )
     p.add_argument(
         "--parc-chunk-sizes",
         nargs="*",
-        type=int,
+        type=positive_int,
         default=[256, 64],
         help="further chunk sizes at which PARC alone is measured",
     )
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--d", type=int, default=2048)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--z", type=int, default=1000)
-    p.add_argument("--pool", type=int, default=8, help="distinct synthetic models, tiled")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--e2e-repeats", type=int, default=2)
-    p.add_argument("--out", help="JSON path (default results/targets-<device>.json)")
+    p.add_argument("--n", type=int_at_least(2), default=500)
+    p.add_argument("--d", type=positive_int, default=2048)
+    p.add_argument("--num-classes", type=int_at_least(2), default=100)
+    p.add_argument("--z", type=positive_int, default=1000)
+    p.add_argument("--pool", type=positive_int, default=8, help="distinct synthetic models, tiled")
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--e2e-repeats", type=positive_int, default=2)
+    p.add_argument(
+        "--out", type=output_file, help="JSON path (default results/targets-<device>.json)"
+    )
     args = p.parse_args(argv)
+    if not args.chunk_sizes and not (
+        args.parc_chunk_sizes and "parc" in (args.methods or list(SCORERS))
+    ):
+        p.error(
+            "nothing to measure: give --chunk-sizes, or --parc-chunk-sizes with parc among "
+            "--methods"
+        )
     print(markdown(run(args)))
     return 0
 

@@ -44,6 +44,9 @@ from parc_jax.scorers.logistic import stratified_half
 from parc_jax.scorers.registry import SCORERS
 from parc_jax.synthetic import synthetic_bank
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import int_at_least, output_file, positive_float, positive_int  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -189,8 +192,8 @@ def device_name() -> str:
 
 def save(doc: dict, out: Path) -> None:
     """Write the JSON (atomically) and the Markdown table beside it."""
-    write_text(out, json.dumps(doc, indent=2) + "\n")
-    write_text(out.with_suffix(".md"), markdown(doc))
+    write_text(out, json.dumps(doc, indent=2) + "\n", parents=True)
+    write_text(out.with_suffix(".md"), markdown(doc), parents=True)
 
 
 def run(args: argparse.Namespace, out: Path | None = None) -> dict:
@@ -326,15 +329,17 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--methods", nargs="*", choices=list(SCORERS))
-    p.add_argument("--batch-sizes", nargs="*", type=int, default=[1, 16, 64])
-    p.add_argument("--widths", nargs="*", type=int, default=[512, 2048, 4096])
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--z", type=int, default=1000)
-    p.add_argument("--pool", type=int, default=6, help="distinct synthetic models, tiled to B")
-    p.add_argument("--chunk-size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--ref-models", type=int, default=3)
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 16, 64])
+    p.add_argument("--widths", nargs="+", type=positive_int, default=[512, 2048, 4096])
+    p.add_argument("--n", type=int_at_least(2), default=500)
+    p.add_argument("--num-classes", type=int_at_least(2), default=100)
+    p.add_argument("--z", type=positive_int, default=1000)
+    p.add_argument(
+        "--pool", type=positive_int, default=6, help="distinct synthetic models, tiled to B"
+    )
+    p.add_argument("--chunk-size", type=positive_int, default=64)
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--ref-models", type=positive_int, default=3)
     p.add_argument(
         "--skip-reference",
         nargs="*",
@@ -343,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--time-budget",
-        type=float,
+        type=positive_float,
         default=None,
         help="seconds after which no further scorer is started (rows so far kept)",
     )
@@ -359,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also score all --methods together in one pass (row 'together'; reference: the "
         "sum of their loops)",
     )
-    p.add_argument("--out", help="JSON path (default results/throughput-<device>.json)")
+    p.add_argument(
+        "--out", type=output_file, help="JSON path (default results/throughput-<device>.json)"
+    )
     args = p.parse_args(argv)
     doc = run(args)
     print(markdown(doc))

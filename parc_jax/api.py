@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -28,13 +28,14 @@ from parc_jax.engine import (
     method_dims,
     resolve_methods,
     score_stream,
+    sharding_mesh,
 )
 from parc_jax.numerics import PCA_MODES
 from parc_jax.scorers.dds import dds_is_degenerate
 from parc_jax.scorers.heuristic import check_l_max
 from parc_jax.scorers.heuristic import depth_prior as _depth_prior
 from parc_jax.scorers.hscore import hscore_is_degenerate
-from parc_jax.validation import check_n_dims
+from parc_jax.validation import check_class_coverage, check_n_dims
 
 __all__ = ["PRIOR_SUFFIX", "ScoreResult", "probe_subsample", "score_bank"]
 
@@ -170,6 +171,8 @@ def probe_subsample(
 
 
 def _target_info(target: Any) -> TargetInfo:
+    labels = np.asarray(target.labels)
+    check_class_coverage(labels, int(target.num_classes), where=f"target {target.name!r} labels")
     return TargetInfo(
         name=str(target.name),
         labels=np.asarray(target.labels),
@@ -194,7 +197,10 @@ def _narrow(entry: ModelEntry) -> ModelBatch:
 def _device_string(mesh: Any) -> str:
     devs = list(mesh.devices.flat) if mesh is not None else jax.local_devices()[:1]
     kind = getattr(devs[0], "device_kind", devs[0].platform)
-    return f"{len(devs)} x {devs[0].platform}:{kind}"
+    text = f"{len(devs)} x {devs[0].platform}:{kind}"
+    if len(devs) > 1 and sharding_mesh(mesh) is None:
+        text += " (one at a time: CPU devices share the cores)"
+    return text
 
 
 def score_bank(
@@ -210,6 +216,8 @@ def score_bank(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ScoreResult:
     """Score every model of ``bank`` (a :class:`~parc_jax.bank.Bank` or a path to a file or a
     directory of shards) with ``methods`` in one compiled pass per width bucket.
@@ -228,6 +236,11 @@ def score_bank(
     call this in every process with the same bank directory; each process scores its own
     shards (``shards[process_index::process_count]``) on its local devices, and every process
     returns the whole bank's result, in bank order.
+
+    ``on_chunk(count)`` is called as each chunk's scores come back and ``on_stage(text)`` with
+    what runs next (e.g. to drive a progress display or a stall watchdog). This function has
+    no stall watchdog of its own (the CLI's ``--stall-timeout`` ends its process, which a
+    library must not do): to bound a run, score in a subprocess with a timeout.
     """
     if pca not in PCA_MODES:
         raise ValueError(f"pca: expected one of {', '.join(PCA_MODES)}, got {pca!r}")
@@ -290,9 +303,10 @@ def score_bank(
     mesh = None
     if devices is not None or len(jax.local_devices()) > 1:
         mesh = make_mesh(devices)
-        if chunk_size % mesh.size:
+        sharded = sharding_mesh(mesh)
+        if sharded is not None and chunk_size % sharded.size:
             raise ValueError(
-                f"chunk_size: {chunk_size} must be a multiple of the {mesh.size} devices"
+                f"chunk_size: {chunk_size} must be a multiple of the {sharded.size} devices"
             )
 
     bar = None
@@ -308,7 +322,8 @@ def score_bank(
             options,
             mesh=mesh,
             probe_sets=probe_sets,
-            progress=bar.update if bar is not None else None,
+            progress=_chain(bar.update if bar is not None else None, on_chunk),
+            stage=on_stage,
         )
     finally:
         if bar is not None:
@@ -397,6 +412,19 @@ def score_bank(
         flags=flags,
         spread=spread,
     )
+
+
+def _chain(*fns: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """One callback calling every given one in turn (None when none is given)."""
+    given = [f for f in fns if f is not None]
+    if not given:
+        return None
+
+    def call(count: int) -> None:
+        for f in given:
+            f(count)
+
+    return call
 
 
 def reader_facts(reader: BankReader) -> list[ModelFacts]:

@@ -10,6 +10,7 @@ atomicity means nothing for a stream."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -67,17 +68,24 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync_dir(path.parent)  # the rename itself survives a crash
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (parent folders are created)."""
+def write_bytes(path: str | os.PathLike, data: bytes, *, parents: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    The folder must exist (``FileNotFoundError`` otherwise: a mistyped path must not build
+    folders); ``parents=True`` creates missing ones, for a program writing into its own run
+    or results directory."""
     path = resolve_destination(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(path.parent))
     with atomic_file(path) as f:
         f.write(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike, text: str, *, parents: bool = False) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically; ``parents`` as in :func:`write_bytes`."""
+    write_bytes(path, text.encode("utf-8"), parents=parents)
 
 
 def _read_umask() -> int:

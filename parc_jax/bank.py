@@ -52,6 +52,7 @@ import numpy as np
 from flax import serialization
 
 from parc_jax.atomic import atomic_file
+from parc_jax.validation import check_class_coverage
 
 __all__ = [
     "FORMAT",
@@ -380,6 +381,10 @@ def _check_labels(value: Any, num_classes: int, loc: _Loc) -> np.ndarray:
                 f"label {int(arr[i])} at row {i} is outside 0..{num_classes - 1}; fix the labels "
                 "or num_classes",
             )
+        try:
+            check_class_coverage(arr, num_classes, where=f"{loc.shard}: target field 'labels'")
+        except ValueError as exc:
+            raise BankError(str(exc), shard=loc.shard, field="labels") from None
         return arr.astype(np.int32)
     if arr.ndim == 2:
         if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.number)):

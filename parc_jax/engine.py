@@ -10,7 +10,9 @@ two, so over banks of any sizes a bucket compiles at most ``1 + log2(B)`` progra
 chunk shape; across shapes XLA may round differently (measured up to 1.2e-5 relative, ranks
 unchanged). Models stream in shard by shard from a reader thread that pads the next chunk while
 the device scores the current one; host memory holds a few chunks, never the whole bank. When
-several devices are visible the model axis of each chunk is sharded over a ``Mesh`` of them.
+several accelerators are visible the model axis of each chunk is sharded over a ``Mesh`` of
+them; several XLA:CPU devices share the same cores, and a chunk runs on one of them
+(:func:`sharding_mesh`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "bucket_width",
     "chunk_scorer",
     "make_mesh",
+    "sharding_mesh",
     "method_dims",
     "method_names",
     "resolve_methods",
@@ -239,6 +242,32 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh over ``devices`` (default: all local devices) with the axis ``"models"``."""
     devs = list(devices) if devices is not None else jax.local_devices()
     return Mesh(np.array(devs), ("models",))
+
+
+def sharding_mesh(mesh: Mesh | None) -> Mesh | None:
+    """The mesh a chunk's model axis is sharded over: ``mesh`` on accelerators, None on
+    XLA:CPU.
+
+    XLA:CPU devices are one process's threads on the same cores, and their programs share one
+    intra-op thread pool. Sharded programs run on every device at once, and jaxlib's batched
+    LAPACK kernels (``eigh``, ``qr``, ``cholesky`` under ``vmap``) can each hold a pool thread
+    while waiting for work that only the pool can run: with 8 forced devices a 37-model bank
+    (n = 200) waited forever (``benchmarks/multidevice_hang.py``). On the CPU a whole chunk
+    therefore runs on the mesh's first device, one program at a time, with the same cores
+    busy inside it."""
+    if mesh is not None and all(d.platform == "cpu" for d in mesh.devices.flat):
+        return None
+    return mesh
+
+
+def _placement(mesh: Mesh | None, spec: PartitionSpec) -> Any:
+    """Where chunk arrays go: sharded by ``spec`` over an accelerator mesh, else on the mesh's
+    first device (None: JAX's default device)."""
+    if mesh is None:
+        return None
+    if sharding_mesh(mesh) is None:
+        return mesh.devices.flat[0]
+    return NamedSharding(mesh, spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,7 +695,7 @@ def _reference_tables(
     stack = _stack_padded(rows, width, np.float32)
     masks = _masks([r.shape[1] for r in rows], width)
     outs, _ = _reduction_fn(wanted, options.pca)(stack, masks)
-    place = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
+    place = _placement(mesh, PartitionSpec())
     tables = {}
     for k, (table, valid) in zip(wanted, outs, strict=True):
         tables[k] = {"reference_table": table, "reference_valid": valid}
@@ -681,6 +710,7 @@ def score_stream(
     mesh: Mesh | None = None,
     probe_sets: Sequence[np.ndarray | None] = (None,),
     progress: Callable[[int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> tuple[list[ModelBatch], dict[str, np.ndarray]]:
     """Score every model of a stream; returns ``(models, {method: scores [S, M]})`` in stream
     order.
@@ -688,23 +718,28 @@ def score_stream(
     Each chunk is scored once per entry of ``probe_sets``: None = the whole probe, an int
     array ``[n']`` = that subset or resample of it (the score spread and successive halving
     use these; one more compile per distinct ``n'``). The stream is read once. Model features
-    are dropped after scoring: only names and facts are kept.
+    are dropped after scoring: only names and facts are kept. ``progress(count)`` is called as
+    each chunk's scores come back, ``stage(text)`` with what runs next (a bucket's chunk).
     """
     chunk = options.chunk_size
-    if mesh is not None and chunk % mesh.size:
+    sharded = sharding_mesh(mesh)
+    if sharded is not None and chunk % sharded.size:
         raise ValueError(
-            f"chunk_size: {chunk} is not a multiple of the {mesh.size} devices it is sharded over"
+            f"chunk_size: {chunk} is not a multiple of the {sharded.size} devices it is "
+            "sharded over"
         )
     scorers = [chunk_scorer(options, target, idx, mesh=mesh) for idx in probe_sets]
-    shard = NamedSharding(mesh, PartitionSpec("models")) if mesh is not None else None
+    shard = _placement(mesh, PartitionSpec("models"))
 
     kept: list[ModelBatch] = []
     results: dict[str, list[np.ndarray]] = {m: [] for m in options.methods}
-    in_flight: list[tuple[int, list[Any], dict[str, np.ndarray]]] = []
+    in_flight: list[tuple[int, list[Any], dict[str, np.ndarray], str]] = []
     buffers = HostBuffers()
 
-    def collect(entry: tuple[int, list[Any], dict[str, np.ndarray]]) -> None:
-        count, outs, arrays = entry
+    def collect(entry: tuple[int, list[Any], dict[str, np.ndarray], str]) -> None:
+        count, outs, arrays, what = entry
+        if stage is not None:
+            stage(f"waiting for {what}")
         for m in options.methods:
             results[m].append(np.stack([np.asarray(o[m])[:count] for o in outs]))
         buffers.give_back(arrays)  # every program that read them has finished
@@ -712,9 +747,12 @@ def score_stream(
             progress(count)
 
     numbered = (dataclasses.replace(m, position=i) for i, m in enumerate(models))
-    multiple = mesh.size if mesh is not None else 1
+    multiple = sharded.size if sharded is not None else 1
     chunks = _chunks(numbered, target, options.methods, chunk, multiple, buffers)
-    for _key, group, arrays in _prefetch(chunks):
+    for key, group, arrays in _prefetch(chunks):
+        what = f"a chunk of {len(group)} models, bucket {key[0]} width {key[1]}"
+        if stage is not None:
+            stage(f"scoring {what} ({', '.join(options.methods)})")
         outs = []
         for idx, scorer in zip(probe_sets, scorers, strict=True):
             x = arrays
@@ -732,7 +770,7 @@ def score_stream(
                                 probs=None)
             for m in group
         )  # fmt: skip
-        in_flight.append((len(group), outs, arrays))
+        in_flight.append((len(group), outs, arrays, what))
         if len(in_flight) > 1:  # keep one chunk in flight while the next is prepared
             collect(in_flight.pop(0))
     for entry in in_flight:

@@ -224,7 +224,7 @@ def write_score_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]])
     writer.writeheader()
     for r in rows:
         writer.writerow({c: (repr(r[c]) if c == "score" else r[c]) for c in SCORE_COLUMNS})
-    write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue(), parents=True)
 
 
 def read_score_rows(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -377,5 +377,5 @@ def export_benchmark(
             outputs[out_dir / "banks" / f"{t}.msgpack"] = staged.read_bytes()
     outputs[out_dir / "summary.md"] = markdown.encode()
     for path, data in outputs.items():
-        write_bytes(path, data)  # creates banks/ as needed
+        write_bytes(path, data, parents=True)  # creates banks/ as needed
     return list(outputs)

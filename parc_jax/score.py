@@ -13,11 +13,13 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from parc_jax.atomic import is_special, resolve_destination, write_text
+from parc_jax.watchdog import DEFAULT_STALL_TIMEOUT, STALL_TIMEOUT_ENV, Watchdog
 
 EXAMPLE_BANK = "example_bank.msgpack"
 FORMATS = ("table", "json", "csv")
@@ -77,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here (atomically) instead of stdout")
     p.add_argument("--chunk-size", type=int, default=64, help="models per compiled batch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"end with exit status 2 when no chunk of models completes for this long; 0 turns "
+        f"it off (default: ${STALL_TIMEOUT_ENV} or {DEFAULT_STALL_TIMEOUT:g})",
+    )
     p.add_argument(
         "--halving",
         type=int,
@@ -166,14 +175,43 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN
 
 
-def _run_halving(args, bank: str, methods, n_dims) -> str:
-    """``--halving``: successive halving with one method; table/json/csv of the ranking."""
-    from parc_jax.halving import successive_halving
+def _render(cols: list[str], body: list[list[str]], right: set[int]) -> list[str]:
+    """Header, rule and rows of a fixed-width table; columns in ``right`` right-aligned."""
+    widths = [max(len(c), *(len(r[j]) for r in body)) if body else len(c)
+              for j, c in enumerate(cols)]  # fmt: skip
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    head = line(cols)
+    return [head, "-" * len(head), *(line(r) for r in body)]
+
+
+def _run_halving(args, bank: str, methods, n_dims, dog: Watchdog) -> str | None:
+    """``--halving``: successive halving with one method; table/json/csv of the ranking, or
+    None (with a note on stderr) when the bank is too small for halving to pay."""
+    from parc_jax.halving import halving_pays, halving_plan, successive_halving
 
     if methods == "all" or len(methods) != 1:
         raise ValueError("--halving: name exactly one method with --methods")
     if args.depth_prior or args.bootstrap:
         raise ValueError("--halving: cannot be combined with --depth-prior or --bootstrap")
+    if args.halving < 2:
+        raise ValueError(f"--halving: expected an int >= 2, got {args.halving}")
+    sizes, count = halving_plan(bank, eta=args.halving, min_fraction=args.halving_min_fraction)
+    pays, why = halving_pays(count, sizes, eta=args.halving)
+    if not pays:
+        print(f"note: halving: {why}; scoring every model on the full probe", file=sys.stderr)
+        return None
+
+    def round_line(text: str) -> None:
+        dog.stage(text)
+        dog.beat()
+        if not args.no_progress:
+            print(text, file=sys.stderr, flush=True)
+
     res = successive_halving(
         bank,
         method=methods[0],
@@ -183,22 +221,38 @@ def _run_halving(args, bank: str, methods, n_dims) -> str:
         pca=args.pca,
         chunk_size=args.chunk_size,
         seed=args.seed,
+        progress=round_line,
+        on_chunk=lambda _: dog.beat(),
     )
+    last = len(res.probe_sizes) - 1
     names = res.ranking[: args.top] if args.top else res.ranking
-    rows = [
-        {"rank": i, "name": n, res.method: res.scores[n], "round": res.rounds[n],
-         "probe_images": res.probe_sizes[res.rounds[n]]}
-        for i, n in enumerate(names, 1)
-    ]  # fmt: skip
+    rows = []
+    for i, name in enumerate(names, 1):
+        r = res.rounds[name]
+        rows.append({
+            "rank": i,
+            "name": name,
+            "architecture": res.architectures[name],
+            res.method: res.full_probe_score(name),
+            "left_round": None if r == last else r + 1,
+            "left_probe_images": None if r == last else res.probe_sizes[r],
+        })  # fmt: skip
     if args.format == "json":
-        finite = [{**r, res.method: _finite_or_none(r[res.method])} for r in rows]
+        models = [
+            {**row, res.method: _finite_or_none(row[res.method]),
+             "round_scores": [_finite_or_none(s[row["name"]]) for s in res.round_scores
+                              if row["name"] in s]}
+            for row in rows
+        ]  # fmt: skip
         doc = {
             "method": res.method,
-            "probe_sizes": res.probe_sizes,
-            "survivors_per_round": res.survivors_per_round,
-            "cost_fraction": res.cost_fraction,
+            "rounds": [
+                {"round": r + 1, "probe_images": size, "models": count}
+                for r, (size, count) in enumerate(zip(res.probe_sizes, res.survivors_per_round))
+            ],
+            "model_round_fraction": res.cost_fraction,
             "flags": dict(res.flags),
-            "models": finite,
+            "models": models,
         }
         return json.dumps(doc, indent=2) + "\n"
     if args.format == "csv":
@@ -209,14 +263,26 @@ def _run_halving(args, bank: str, methods, n_dims) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    lines = [
-        f"successive halving with {res.method}: probe sizes {res.probe_sizes}, models per "
-        f"round {res.survivors_per_round}, cost {res.cost_fraction:.1%} of scoring all",
-        f"{'#':>4}  {'model':<30} {res.method:>10}  round",
+    n = res.probe_sizes[-1]
+    cols = ["#", "model", "architecture", f"{res.method} (full probe)", "left at round",
+            "on probe images"]  # fmt: skip
+    body = [
+        [str(row["rank"]), row["name"], str(row["architecture"]),
+         "-" if row["left_round"] is not None else f"{row[res.method]:.4g}",
+         "-" if row["left_round"] is None else f"{row['left_round']} of {last + 1}",
+         "-" if row["left_round"] is None else str(row["left_probe_images"])]
+        for row in rows
+    ]  # fmt: skip
+    out = [
+        f"successive halving with {res.method}: {len(res.probe_sizes)} rounds on "
+        f"{', '.join(map(str, res.probe_sizes))} of {n} probe images, models per round "
+        f"{', '.join(map(str, res.survivors_per_round))}; model-round fraction "
+        f"{res.cost_fraction:.1%} of scoring every model on the full probe (compilation not "
+        "included); higher = better",
+        *_render(cols, body, right={0, 3}),
+        *_notes(res.flags),
     ]
-    lines += [f"{r['rank']:>4}  {r['name']:<30} {r[res.method]:>10.4g}  {r['round']}" for r in rows]
-    lines += _notes(res.flags)
-    return "\n".join(lines) + "\n"
+    return "\n".join(out) + "\n"
 
 
 def _check_sort_by(sort_by: str, methods: list[str] | str, depth_prior: bool) -> None:
@@ -234,10 +300,9 @@ def _check_sort_by(sort_by: str, methods: list[str] | str, depth_prior: bool) ->
 
 
 def _check_output(path: str) -> None:
-    """Before scoring, not after it: the output must be a file in a folder we can create or
-    write (the write itself is atomic and creates missing parent folders). A symlink is judged
-    by the file it names; a FIFO or device (``/dev/null``) is written into, so it must be
-    writable itself."""
+    """Before scoring, not after it: the output must be a file in an existing folder we can
+    write (a mistyped folder is an error, never created). A symlink is judged by the file it
+    names; a FIFO or device (``/dev/null``) is written into, so it must be writable itself."""
     out = resolve_destination(path)
     if out.is_dir():
         raise _ArgumentError(f"--output: {path} is a directory; name a file")
@@ -246,10 +311,27 @@ def _check_output(path: str) -> None:
             raise _ArgumentError(f"--output: cannot write {path}: permission denied")
         return
     folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise _ArgumentError(f"--output: cannot create {path}: {folder} is not a writable folder")
+    if not folder.is_dir():
+        raise _ArgumentError(f"--output: cannot create {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _ArgumentError(f"--output: cannot create {path}: {folder} is not writable")
+
+
+def _stall_timeout(value: float | None) -> float:
+    """``--stall-timeout``, else ``$PARC_JAX_STALL_TIMEOUT``, else the default; 0 = off."""
+    where = "--stall-timeout"
+    if value is None:
+        text = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
+        if not text:
+            return DEFAULT_STALL_TIMEOUT
+        where = f"${STALL_TIMEOUT_ENV}"
+        try:
+            value = float(text)
+        except ValueError:
+            raise _ArgumentError(f"{where}: expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise _ArgumentError(f"{where}: expected seconds >= 0 (0 = off), got {value:g}")
+    return value
 
 
 def _emit(output: str | None, text: str) -> None:
@@ -263,7 +345,12 @@ def _emit(output: str | None, text: str) -> None:
         raise _ArgumentError(f"--output: cannot write {output}: {exc.strerror or exc}") from None
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # a CLI's warnings: one line, no source echo
     try:
         args = build_parser().parse_args(argv)
         n_dims = _parse_dims(args.n_dims)
@@ -280,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_sort_by(args.sort_by, methods, args.depth_prior)
         if args.output:
             _check_output(args.output)
+        stall_timeout = _stall_timeout(args.stall_timeout)
         bank = args.bank or str(example_bank_path())
         if not os.path.exists(bank):
             raise _ArgumentError(f"--bank: {bank} does not exist")
@@ -289,52 +377,67 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
 
-    from parc_jax import distributed
-    from parc_jax.api import score_bank
-
     # Compiled programs persist across runs (the first run on a machine pays the compile).
     cache = os.environ.get("PARC_JAX_CACHE_DIR", str(Path.home() / ".cache" / "parc_jax" / "xla"))
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
     try:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        if args.halving is not None:
-            _emit(args.output, _run_halving(args, bank, methods, n_dims))
-            return 0
-        result = score_bank(
-            bank,
-            methods=methods,
-            n_dims=n_dims,
-            pca=args.pca,
-            depth_prior=args.depth_prior,
-            l_max=args.l_max,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-            chunk_size=args.chunk_size,
-            progress=not args.no_progress,
-        )
-        if result.skipped and jax.process_index() == 0:
-            skipped = "; ".join(f"{m} ({why})" for m, why in result.skipped.items())
-            print(f"skipped: {skipped}", file=sys.stderr)
-        if args.sort_by is not None and args.sort_by not in result.scores:
-            raise ValueError(
-                f"--sort-by: {args.sort_by!r} is not among the scored methods "
-                f"({', '.join(result.methods)})"
-            )
-        if args.format == "json":
-            text = json.dumps(result.to_dict(args.sort_by, args.top), indent=2) + "\n"
-        elif args.format == "csv":
-            text = format_csv(result, args.sort_by, args.top)
-            if jax.process_index() == 0:  # the CSV body holds rows only: notes on stderr
-                for line in _notes(result.flags):
-                    print(line, file=sys.stderr)
-        else:
-            text = format_table(result, args.sort_by, args.top)
-        if jax.process_index() == 0:  # every process holds the result; one writes it
-            _emit(args.output, text)
+        with Watchdog(stall_timeout) as dog:
+            return _score(args, bank, methods, n_dims, dog)
     except (ValueError, _ArgumentError) as exc:  # BankError is a ValueError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _score(args, bank: str, methods, n_dims, dog: Watchdog) -> int:
+    import jax
+
+    from parc_jax import distributed
+    from parc_jax.api import score_bank
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    note = None
+    if args.halving is not None:
+        text = _run_halving(args, bank, methods, n_dims, dog)
+        if text is not None:
+            _emit(args.output, text)
+            return 0
+        note = "the bank is too small for halving to pay (see the note above); scored every model"
+    result = score_bank(
+        bank,
+        methods=methods,
+        n_dims=n_dims,
+        pca=args.pca,
+        depth_prior=args.depth_prior,
+        l_max=args.l_max,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+        on_chunk=lambda _: dog.beat(),
+        on_stage=dog.stage,
+    )
+    if note is not None:
+        result.flags["halving"] = note
+    if result.skipped and jax.process_index() == 0:
+        skipped = "; ".join(f"{m} ({why})" for m, why in result.skipped.items())
+        print(f"skipped: {skipped}", file=sys.stderr)
+    if args.sort_by is not None and args.sort_by not in result.scores:
+        raise ValueError(
+            f"--sort-by: {args.sort_by!r} is not among the scored methods "
+            f"({', '.join(result.methods)})"
+        )
+    if args.format == "json":
+        text = json.dumps(result.to_dict(args.sort_by, args.top), indent=2) + "\n"
+    elif args.format == "csv":
+        text = format_csv(result, args.sort_by, args.top)
+        if jax.process_index() == 0:  # the CSV body holds rows only: notes on stderr
+            for line in _notes(result.flags):
+                print(line, file=sys.stderr)
+    else:
+        text = format_table(result, args.sort_by, args.top)
+    if jax.process_index() == 0:  # every process holds the result; one writes it
+        _emit(args.output, text)
     return 0
 
 

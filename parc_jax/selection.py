@@ -476,7 +476,7 @@ def _save(fig: Any, path: str | Path) -> None:
         fig.savefig(buf, format="png", dpi=110)
     finally:
         plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), parents=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ def epoch_batches(
 def save_checkpoint(path: str | os.PathLike, state: Any, *, epoch: int) -> None:
     """Write ``{"epoch", "state"}`` with flax serialization, atomically."""
     data = serialization.to_bytes({"epoch": np.int64(epoch), "state": state})
-    write_bytes(Path(path), data)
+    write_bytes(Path(path), data, parents=True)
 
 
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, int] | None:
@@ -273,7 +273,7 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, int] |
 def save_variables(path: str | os.PathLike, variables: Mapping[str, Any], meta: Mapping) -> None:
     """Write model ``variables`` and a ``meta`` dict (msgpack-native values), atomically."""
     tree = {"variables": serialization.to_state_dict(dict(variables)), "meta": dict(meta)}
-    write_bytes(Path(path), serialization.msgpack_serialize(tree))
+    write_bytes(Path(path), serialization.msgpack_serialize(tree), parents=True)
 
 
 def load_variables(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -741,7 +741,7 @@ def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Sequence[Ma
     writer.writeheader()
     for row in rows:
         writer.writerow({c: row[c] for c in columns})
-    write_bytes(Path(path), buf.getvalue().encode())
+    write_bytes(Path(path), buf.getvalue().encode(), parents=True)
 
 
 def _append_csv(path: Path, columns: Sequence[str], row: Mapping) -> None:
@@ -756,7 +756,7 @@ def record_stage_time(run_dir: str | os.PathLike, stage: str, seconds: float) ->
     path = Path(run_dir) / "timings.json"
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 2)
-    write_bytes(path, (json.dumps(timings, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes(path, (json.dumps(timings, indent=1, sort_keys=True) + "\n").encode(), parents=True)
 
 
 @contextlib.contextmanager
@@ -815,7 +815,7 @@ def check_run_dir(preset: Preset, run_dir: str | os.PathLike) -> None:
             )
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, (json.dumps(want, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes(path, (json.dumps(want, indent=1, sort_keys=True) + "\n").encode(), parents=True)
 
 
 def _fmt(x: float) -> str:

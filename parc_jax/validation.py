@@ -7,9 +7,10 @@ traces anything. Each failure is a ``ValueError`` that names the argument and sa
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any
 
-import jax
 import numpy as np
 
 __all__ = [
@@ -28,7 +29,8 @@ PROB_SUM_TOL = 1e-3
 
 def is_traced(*xs: Any) -> bool:
     """True if any argument is a JAX tracer (we are inside jit/vmap/grad)."""
-    return any(isinstance(x, jax.core.Tracer) for x in xs)
+    jax = sys.modules.get("jax")  # not imported yet: nothing can be a tracer
+    return jax is not None and any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
 def _as_numpy(x: Any, name: str) -> np.ndarray:
@@ -179,6 +181,40 @@ def check_labels(
                 f"at least {min_per_class} per class; draw a larger probe or drop that class"
             )
     return out, k
+
+
+class EmptyClassesWarning(UserWarning):
+    """A classification target declares classes that no probe image has."""
+
+
+def check_class_coverage(labels: np.ndarray, num_classes: int, *, where: str = "labels") -> None:
+    """Single-label targets: every declared class should have a probe image.
+
+    Class 0 empty while every class ``1..K-1`` has images is the signature of 1-based labels,
+    which would score a target with a phantom class: a ``ValueError`` with the fix. Other empty
+    classes are legal (a probe may sample the classes) but usually a mistake: one
+    :class:`EmptyClassesWarning` naming them. ``where`` names the labels in the error.
+    """
+    if labels.ndim != 1 or labels.size == 0:
+        return
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)[:num_classes]
+    empty = np.flatnonzero(counts == 0)
+    if not empty.size:
+        return
+    if empty.tolist() == [0] and num_classes > 2:
+        raise ValueError(
+            f"{where}: class 0 has no probe image while every class 1..{num_classes - 1} has: "
+            f"the labels look 1-based; subtract 1 from them and declare {num_classes - 1} "
+            "classes"
+        )
+    shown = ", ".join(map(str, empty[:10].tolist())) + (", ..." if empty.size > 10 else "")
+    # one location and text for every caller: Python's default filter shows it once
+    warnings.warn(
+        f"labels: {empty.size} of the {num_classes} declared classes have no probe image "
+        f"(class {shown}); scorers see only the classes present",
+        EmptyClassesWarning,
+        stacklevel=1,
+    )
 
 
 def check_probs(probs: Any, *, n: int | None = None, name: str = "probs") -> np.ndarray:

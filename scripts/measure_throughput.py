@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             "predicted_s": predicted,
             "load": [load_before, load_after],
         }
-        write_text(args.json, json.dumps(numbers, indent=1))
+        write_text(args.json, json.dumps(numbers, indent=1), parents=True)
     return 0
 
 

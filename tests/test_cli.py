@@ -9,14 +9,17 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from toybank import toy_bank
+from flax import serialization
+from toybank import K, toy_bank
 
 from parc_jax import score
-from parc_jax.bank import write_bank
+from parc_jax.api import score_bank
+from parc_jax.bank import Bank, Target, bank_to_tree, write_bank
 from parc_jax.scorers.registry import SCORERS
 
 
@@ -83,6 +86,7 @@ def test_all_methods_names_the_skipped(tmp_path, capsys):
 
 def test_output_file_is_written_atomically(bank_path, tmp_path, capsys):
     out_file = tmp_path / "sub" / "scores.json"
+    out_file.parent.mkdir()
     code, out, _ = run(["--bank", bank_path, "--methods", "parc", "--format", "json",
                         "--output", str(out_file), "--no-progress"], capsys)  # fmt: skip
     assert code == 0 and out == ""
@@ -108,7 +112,8 @@ def test_output_file_is_written_atomically(bank_path, tmp_path, capsys):
         (["--sort-by", "bogus"], "--sort-by"),
         (["--seed", "-3"], "--seed"),
         (["--output", "{tmp}"], "is a directory"),
-        (["--output", "{tmp}/plain.txt/scores.json"], "not a writable folder"),
+        (["--output", "{tmp}/plain.txt/scores.json"], "does not exist"),
+        (["--output", "{tmp}/missing/scores.json"], "folder {tmp}/missing does not exist"),
     ],
 )
 def test_bad_arguments_fail_before_scoring(bank_path, tmp_path, capsys, monkeypatch, argv,
@@ -122,7 +127,9 @@ def test_bad_arguments_fail_before_scoring(bank_path, tmp_path, capsys, monkeypa
     argv = [a.format(tmp=tmp_path) for a in argv]
     code, out, err = run(["--bank", bank_path, "--no-progress", *argv], capsys)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert err.count("\n") == 1 and message.format(tmp=tmp_path) in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "missing").exists()  # a mistyped folder is never created
 
 
 def test_unwritable_output_is_one_line_not_a_traceback(bank_path, tmp_path, capsys, monkeypatch):
@@ -268,3 +275,78 @@ def test_csv_prints_the_notes_on_stderr(tmp_path, capsys):
     assert err.strip() in table.splitlines()
     _, doc, _ = run([*argv, "--format", "json"], capsys)
     assert err.strip() == f"note: dds: {json.loads(doc)['flags']['dds']}"
+
+
+def test_atomic_write_never_creates_a_missing_folder(tmp_path):
+    from parc_jax.atomic import write_text
+
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        write_text(tmp_path / "missing" / "out.txt", "x")
+    assert list(tmp_path.iterdir()) == []
+    write_text(tmp_path / "made" / "out.txt", "x", parents=True)  # a program's own run folder
+    assert (tmp_path / "made" / "out.txt").read_text() == "x"
+
+
+STALL = """
+import sys, time
+import parc_jax.api as api
+
+def stalled(models, target, options, *, stage=None, **kwargs):
+    stage("scoring a chunk of 5 models, bucket float32 width 16 (parc)")
+    time.sleep(600)  # an XLA program that never returns
+
+api.score_stream = stalled
+from parc_jax import score
+sys.exit(score.main(["--bank", sys.argv[1], "--methods", "parc", "--no-progress",
+                     "--stall-timeout", "2"]))
+"""
+
+
+def test_stall_watchdog_ends_a_stuck_run_with_one_line(bank_path):
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", STALL, bank_path], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert time.monotonic() - start < 60
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: no progress for 2 s (--stall-timeout 2) while scoring")
+    assert "bucket float32 width 16" in out.stderr and out.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_bad_stall_timeout_is_one_line(bank_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("PARC_JAX_STALL_TIMEOUT", value)
+    code, out, err = run(["--bank", bank_path, "--no-progress"], capsys)
+    assert code == 2 and out == "" and err.startswith("error: $PARC_JAX_STALL_TIMEOUT: ")
+    monkeypatch.delenv("PARC_JAX_STALL_TIMEOUT")
+    if value != "soon":
+        code, out, err = run(["--bank", bank_path, "--stall-timeout", value], capsys)
+        assert code == 2 and err.startswith("error: --stall-timeout: expected seconds >= 0")
+
+
+def test_one_based_labels_are_an_error_and_empty_classes_a_warning(tmp_path, capsys):
+    b = toy_bank(3, widths=(12,))
+    one_based = Bank(Target("t", b.target.labels + 1, K + 1), b.models)
+    path = tmp_path / "one.msgpack"
+    with pytest.raises(ValueError, match="1-based"):  # refused when written ...
+        write_bank(path, one_based)
+    path.write_bytes(serialization.msgpack_serialize(bank_to_tree(one_based)))  # ... and read
+    code, out, err = run(["--bank", str(path), "--methods", "parc", "--no-progress"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "look 1-based; subtract 1" in err, err
+    # a declared class with no probe image (class K): a one-line warning, then the scores
+    extra = Bank(Target("t", b.target.labels, K + 2), b.models)
+    path = tmp_path / "extra.msgpack"
+    with pytest.warns(UserWarning, match="declared classes have no probe image"):
+        write_bank(path, extra)
+    done = subprocess.run([sys.executable, "-m", "parc_jax.score", "--bank", str(path),
+                           "--methods", "leep", "--no-progress"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    code, err = done.returncode, done.stderr
+    assert code == 0, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: "), err
+    assert f"2 of the {K + 2} declared classes have no probe image (class {K}, {K + 1})" in err
+    # the API sees the same
+    with pytest.raises(ValueError, match="1-based"):
+        score_bank(one_based, methods="parc", progress=False)

@@ -278,7 +278,7 @@ def test_measure_throughput_writes_json_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(mt, "preset_workload", lambda preset, data_dir=None: work)
     calls = []
     real = mt.write_text
-    monkeypatch.setattr(mt, "write_text", lambda p, t: (calls.append(p), real(p, t)))
+    monkeypatch.setattr(mt, "write_text", lambda p, t, **kw: (calls.append(p), real(p, t, **kw)))
     out = tmp_path / "sub" / "x.json"
     assert mt.main(["--preset", "tiny", "--steps", "1", "--json", str(out)]) == 0
     assert calls == [str(out)]

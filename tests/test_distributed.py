@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 import pytest
-from toybank import toy_bank
 
 from parc_jax.bank import Bank, write_bank
+from parc_jax.synthetic import synthetic_bank
 
 
 def _free_port() -> int:
@@ -24,9 +24,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory):
-    # well-conditioned spectrum: processes score different chunk shapes, whose float32
-    # batched eigh/svd round differently (see the sharded test in test_engine.py)
-    bank = toy_bank(7, widths=(12, 20), latent=20, noise=0.0)
+    # n = 200 with widths 64 and 128: real shapes for the batched factorisations; processes
+    # score different chunk shapes, whose float32 batched eigh rounds differently (tolerances
+    # below)
+    bank = synthetic_bank(
+        n=200,
+        num_classes=20,
+        num_models=7,
+        widths=(64, 128),
+        z=30,
+        seed=6,
+        dtype="float16",
+        reference_width=None,
+    )
     out = tmp_path_factory.mktemp("dist") / "shards"
     out.mkdir()
     for i, part in enumerate((bank.models[:3], bank.models[3:5], bank.models[5:])):

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from toybank import toy_bank
 
+from parc_jax import halving
 from parc_jax.api import score_bank
-from parc_jax.halving import halving_schedule, nested_probes, successive_halving
+from parc_jax.halving import (
+    expected_cost_fraction,
+    halving_pays,
+    halving_schedule,
+    nested_probes,
+    successive_halving,
+)
 
 
 def test_schedule():
@@ -54,7 +61,26 @@ def test_halving_survivors_carry_full_probe_scores():
     assert res.cost_fraction == pytest.approx((9 * 0.25 + 5 * 1.0) / 9)
 
 
-def test_cli_halving(tmp_path, capsys):
+@pytest.fixture
+def always_halve(monkeypatch):
+    """Small test banks: let halving run whatever the bank's size (the rule is tested apart)."""
+    monkeypatch.setattr(halving, "MODELS_PER_EXTRA_ROUND", 0)
+
+
+def test_halving_pays_rule():
+    sizes = halving_schedule(500, 1000, eta=2, min_fraction=0.125)  # 4 rounds
+    assert expected_cost_fraction(8, [250, 500], eta=2) == pytest.approx((8 * 0.25 + 4) / 8)
+    assert halving_pays(1000, sizes)[0]
+    pays, why = halving_pays(28, halving_schedule(500, 28))
+    assert not pays and "28 models are too few" in why and "192" in why
+    # the threshold: spared model-scores >= 64 per extra round
+    m = next(m for m in range(2, 2000) if halving_pays(m, sizes)[0])
+    assert m * (1 - expected_cost_fraction(m, sizes)) >= 3 * halving.MODELS_PER_EXTRA_ROUND
+    assert (m - 1) * (1 - expected_cost_fraction(m - 1, sizes)) < 3 * 64
+    assert not halving_pays(10**6, [500])[0]  # one round: nothing to halve
+
+
+def test_cli_halving(tmp_path, capsys, always_halve):
     import json
 
     from parc_jax import score
@@ -63,14 +89,53 @@ def test_cli_halving(tmp_path, capsys):
     path = tmp_path / "bank.msgpack"
     write_bank(path, toy_bank(9, widths=(12, 20)))
     argv = ["--bank", str(path), "--methods", "parc", "--halving", "2",
-            "--halving-min-fraction", "0.5", "--format", "json", "--chunk-size", "4"]  # fmt: skip
-    code = score.main(argv)
+            "--halving-min-fraction", "0.5", "--chunk-size", "4"]  # fmt: skip
+    code = score.main([*argv, "--format", "json"])
     out = capsys.readouterr()
     assert code == 0, out.err
     doc = json.loads(out.out)
-    assert doc["probe_sizes"] == [30, 60] and len(doc["models"]) == 9
+    assert [r["probe_images"] for r in doc["rounds"]] == [30, 60] and len(doc["models"]) == 9
+    assert [r["models"] for r in doc["rounds"]] == [9, 5]
+    # a progress line per round, on stderr
+    assert out.err.splitlines() == [
+        "halving round 1/2: scoring 9 models on 30 of 60 probe images",
+        "halving round 2/2: scoring 5 models on 60 of 60 probe images",
+    ]
+    full = {m["name"]: m for m in doc["models"] if m["left_round"] is None}
+    left = {m["name"]: m for m in doc["models"] if m["left_round"] is not None}
+    assert len(full) == 5 and len(left) == 4
+    for m in full.values():  # per-round scores; the score is the full-probe one
+        assert len(m["round_scores"]) == 2 and m["parc"] == m["round_scores"][-1]
+        assert m["architecture"] in ("a", "b")
+    for m in left.values():  # the score column holds no smaller-probe score
+        assert m["parc"] is None and len(m["round_scores"]) == 1
+        assert (m["left_round"], m["left_probe_images"]) == (1, 30)
+    # the table: full scoring's layout (architecture), eliminated models marked, not scored
+    code = score.main([*argv, "--no-progress"])
+    table = capsys.readouterr().out.splitlines()
+    assert "model-round fraction" in table[0]
+    assert table[1].split() == ["#", "model", "architecture", "parc", "(full", "probe)", "left",
+                                "at", "round", "on", "probe", "images"]  # fmt: skip
+    rows = [line.split() for line in table[3:]]
+    assert [r[1] for r in rows] == [m["name"] for m in doc["models"]]
+    assert all(r[3] == "-" and r[4:] == ["1", "of", "2", "30"] for r in rows[5:])
+    assert all(float(r[3]) == pytest.approx(full[r[1]]["parc"], rel=1e-3) for r in rows[:5])
     assert score.main(["--bank", str(path), "--methods", "parc,knn", "--halving", "2"]) == 2
     assert "exactly one method" in capsys.readouterr().err
+
+
+def test_cli_halving_on_a_small_bank_scores_every_model(tmp_path, capsys):
+    from parc_jax import score
+    from parc_jax.bank import write_bank
+
+    path = tmp_path / "bank.msgpack"
+    write_bank(path, toy_bank(9, widths=(12, 20)))
+    code = score.main(["--bank", str(path), "--methods", "parc", "--halving", "2",
+                       "--no-progress"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert out.err.startswith("note: halving: 9 models are too few for halving to pay")
+    assert out.out.startswith("target toy") and "note: halving: the bank is too small" in out.out
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +195,7 @@ def test_halving_with_a_one_image_class():
         successive_halving(bank, method="logistic", min_fraction=1.0)
 
 
-def test_cli_halving_notes_and_refusals(tmp_path, capsys):
+def test_cli_halving_notes_and_refusals(tmp_path, capsys, always_halve):
     import json
 
     from parc_jax import score

@@ -498,7 +498,9 @@ def test_padded_multilabel_matches_reference(padded):
     x, classes, _, _, xp, xm, _, _ = padded
     y = make_multilabel(13, x.shape[0], 8, 0.1, classes)
     got_parc, got_knn = _multilabel_scores(xp, y, xm)
-    close(got_parc, exact_multilabel_parc(x, y))
+    # PARC is ~0.45 here (x100 scale): a float32 wobble of near-tied distances moves it by
+    # ~5e-5 points (1.2e-4 relative on an AMD EPYC), so the bound is absolute, in points
+    close(got_parc, exact_multilabel_parc(x, y), atol=1e-4)
     close(got_knn, ref.knn(x, y, num_classes=8))
 
 

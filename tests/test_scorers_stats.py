@@ -256,9 +256,12 @@ def test_vmap_of_padded_models_equals_loop(name: str) -> None:
         jax.vmap(lambda f, m: core(f, jnp.asarray(y), feature_mask=m, num_classes=k, n_dims=n_dims))
     )(jnp.asarray(xs), jnp.asarray(masks))
     assert batched.shape == (3,)
+    # TransRate's padded models take the Gram side and the unpadded ones the covariance side:
+    # float32 log-determinants by two routes (measured 4.7e-5 relative on an AMD EPYC)
+    rtol = 1e-4 if name == "transrate" else 2e-5
     for i, x in enumerate([x0, x1]):
         one = float(fn(x, y, num_classes=k, n_dims=n_dims))
-        assert _close(float(batched[i]), one, rtol=2e-5), (name, i, float(batched[i]), one)
+        assert _close(float(batched[i]), one, rtol=rtol), (name, i, float(batched[i]), one)
     want = ref_fn(x2.astype(np.float64), y, num_classes=k, n_dims=n_dims)
     assert _close(float(batched[2]), want), (name, float(batched[2]), want)
 
