@@ -6,7 +6,8 @@
 On a GPU the end-to-end path is bound by data movement, and assembly came first: on an H100's
 host the 1,000-model chunk of ``benchmarks/targets.py`` (4.2 GB: float16 features, float32
 probabilities) was padded at 0.77 GB/s, against 6.3 GB/s for the copy to the device. The
-engine's ``_chunks`` writes a large block with a few threads (``engine.ASSEMBLY_THREADS``);
+engine's ``_chunks`` writes a large block with a few threads
+(``engine._assembly.ASSEMBLY_THREADS``);
 this measures it, in GB of assembled chunk per second, for each thread count (0 = the engine's
 default: one per available core, at most 8), each in its own process so each meets fresh
 memory as a first chunk does:
@@ -36,7 +37,8 @@ from parc_jax import engine
 from parc_jax.api import _target_info
 from parc_jax.atomic import write_text
 from parc_jax.bank import Target
-from parc_jax.engine import ModelBatch
+from parc_jax.compilation_cache import enable_persistent_cache
+from parc_jax.engine import ModelBatch, _assembly
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import int_at_least, non_negative_int, output_file, positive_int  # noqa: E402
@@ -46,7 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def measure(threads: int, args: argparse.Namespace) -> dict:
     """Assemble ``args.models`` models in chunks of ``args.chunk_size`` with ``threads``."""
-    engine.ASSEMBLY_THREADS = threads or None
+    engine._assembly.ASSEMBLY_THREADS = threads or None
     rng = np.random.default_rng(0)
     labels = np.arange(args.n) % args.num_classes
     target = _target_info(Target(name="assembly", labels=labels, num_classes=args.num_classes))
@@ -61,7 +63,7 @@ def measure(threads: int, args: argparse.Namespace) -> dict:
     times, nbytes = [], 0
     for _ in range(args.repeats + 1):
         t0 = time.perf_counter()
-        chunks = [a for _, _, a in engine._chunks(models, target, methods, args.chunk_size,
+        chunks = [a for _, _, a in _assembly._chunks(models, target, methods, args.chunk_size,
                                                    buffers=buffers)]  # fmt: skip
         times.append(time.perf_counter() - t0)
         nbytes = sum(v.nbytes for c in chunks for v in c.values())
@@ -70,7 +72,7 @@ def measure(threads: int, args: argparse.Namespace) -> dict:
         del chunks
     return {
         "threads": threads,
-        "workers": engine._assembly_workers(),
+        "workers": engine._assembly._assembly_workers(),
         "bytes": nbytes,
         "first_s": times[0],
         "steady_s": statistics.median(times[1:]),
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     args.chunk_size = args.chunk_size or args.models
     host = f"{platform.machine()}-{len(os.sched_getaffinity(0))}cores"
     doc = {

@@ -15,10 +15,12 @@ import io
 import sys
 from pathlib import Path
 
+from _selection import default_banks, find_banks, halving_markdown, halving_tradeoff
+
 from parc_jax.atomic import write_text
+from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.evaluation import read_oracle
 from parc_jax.scorers.registry import SCORERS
-from parc_jax.selection import default_banks, find_banks, halving_markdown, halving_tradeoff
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import existing_dir, existing_file, output_dir  # noqa: E402
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="parc", choices=list(SCORERS))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     if args.banks is None:
         args.banks = str(default_banks(ROOT))
     records = halving_tradeoff(find_banks(args.banks), read_oracle(args.oracle),

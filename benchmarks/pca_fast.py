@@ -1,5 +1,5 @@
 """Is ``--pca fast`` (block subspace iteration) within 0.2 PARC points of exact PCA on real
-banks? METRICS.md makes that the condition for it to become the default.
+banks? docs/metrics.md makes that the condition for it to become the default.
 
     python benchmarks/pca_fast.py                       # ground-truth probe banks
     python benchmarks/pca_fast.py --banks DIR --methods parc hscore
@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _selection import default_banks, find_banks
 
 from parc_jax.api import score_bank
 from parc_jax.atomic import write_text
 from parc_jax.bank import read_bank
+from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.scorers.registry import SCORERS
-from parc_jax.selection import default_banks, find_banks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import existing_dir, output_file  # noqa: E402
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=output_file,
                    default=str(ROOT / "benchmarks/results/pca_fast.json"))  # fmt: skip
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     if args.banks is None:
         args.banks = str(default_banks(ROOT))
     banks = find_banks(args.banks)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from parc_jax import numerics
 from parc_jax.atomic import write_text
+from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.scorers.parc import parc_core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     device = device_name()
     out = Path(args.out or RESULTS / f"profile_parc-{device}.json")
     key = jax.random.key(0)

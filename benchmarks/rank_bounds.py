@@ -32,6 +32,7 @@ import numpy as np
 
 from parc_jax import numerics
 from parc_jax.atomic import write_text
+from parc_jax.compilation_cache import enable_persistent_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import int_at_least, output_file, positive_int  # noqa: E402
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=output_file, help="JSON path (default results/rank_bounds-<device>.json)"
     )
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     m = args.n * (args.n - 1) // 2
     rng = np.random.default_rng(0)
     values = rng.random((args.models, m)).astype(np.float32)

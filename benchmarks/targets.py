@@ -36,6 +36,7 @@ import numpy as np
 from parc_jax import engine
 from parc_jax.api import _narrow, _target_info, score_bank
 from parc_jax.atomic import write_text
+from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.scorers.registry import SCORERS
 from parc_jax.synthetic import synthetic_bank
 
@@ -83,7 +84,7 @@ def measure_chunk_size(
 
     t0 = time.perf_counter()
     models = (_narrow(m) for m in bank.models)
-    host = [a for _, _, a in engine._chunks(models, target, methods, chunk)]
+    host = [a for _, _, a in engine._assembly._chunks(models, target, methods, chunk)]
     load_s = time.perf_counter() - t0
     nbytes = sum(v.nbytes for c in host for v in c.values())
     t0 = time.perf_counter()
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=output_file, help="JSON path (default results/targets-<device>.json)"
     )
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     if not args.chunk_sizes and not (
         args.parc_chunk_sizes and "parc" in (args.methods or list(SCORERS))
     ):

@@ -40,6 +40,8 @@ from parc_jax import engine, reference
 from parc_jax.api import _narrow, _target_info, score_bank
 from parc_jax.atomic import write_text
 from parc_jax.bank import Bank, ModelEntry
+from parc_jax.compilation_cache import enable_persistent_cache
+from parc_jax.engine import _assembly
 from parc_jax.scorers.logistic import stratified_half
 from parc_jax.scorers.registry import SCORERS
 from parc_jax.synthetic import synthetic_bank
@@ -152,7 +154,7 @@ def time_device_only(
     fn = engine_scorer(methods, target, chunk, pca)
     chunks = [
         jax.device_put(arrays)
-        for _, _, arrays in engine._chunks((_narrow(m) for m in bank.models), target, methods,
+        for _, _, arrays in _assembly._chunks((_narrow(m) for m in bank.models), target, methods,
                                            chunk)
     ]  # fmt: skip
     for c in chunks:  # compile every bucket, warm up
@@ -368,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=output_file, help="JSON path (default results/throughput-<device>.json)"
     )
     args = p.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     doc = run(args)
     print(markdown(doc))
     return 0

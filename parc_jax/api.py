@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -15,11 +16,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from parc_jax import __version__
+from parc_jax import __version__, defaults
 from parc_jax.bank import Bank, BankReader, ModelEntry, open_bank
+from parc_jax.compilation_cache import enable_persistent_cache
+from parc_jax.defaults import BOOTSTRAP_FRACTION, PRIOR_SUFFIX
 from parc_jax.distributed import gather_results, local_shards
 from parc_jax.engine import (
     DEFAULT_CHUNK_SIZE,
+    CompileRecord,
     EngineOptions,
     ModelBatch,
     ModelFacts,
@@ -39,9 +43,7 @@ from parc_jax.validation import check_class_coverage, check_n_dims
 
 __all__ = ["PRIOR_SUFFIX", "ScoreResult", "probe_subsample", "score_bank"]
 
-PRIOR_SUFFIX = "+l"
-DEFAULT_L_MAX = 50.0
-BOOTSTRAP_FRACTION = 0.8
+DEFAULT_L_MAX = defaults.L_MAX  # also importable from here, beside score_bank
 
 
 @dataclasses.dataclass
@@ -92,15 +94,46 @@ class ScoreResult:
     def best(self, method: str | None = None) -> str:
         return self.models[int(self.order(method)[0])]["name"]
 
+    @property
+    def has_oracle(self) -> bool:
+        """Whether the bank records its models' fine-tuned accuracies (``meta.oracle_accuracy``)."""
+        return any(m.get(ORACLE_KEY) is not None for m in self.models)
+
+    def oracle_agreement(self) -> dict[str, dict[str, float | int | None]]:
+        """Per method, Spearman's rho and Kendall's tau-b between its scores and the oracle
+        accuracies, over the models that have both (``models``); None where fewer than 3
+        models do or a side is constant. Empty when the bank has no oracle."""
+        if not self.has_oracle:
+            return {}
+        from scipy import stats
+
+        oracle = np.array([np.nan if m.get(ORACLE_KEY) is None else m[ORACLE_KEY]
+                           for m in self.models], np.float64)  # fmt: skip
+        out = {}
+        for m in self.methods:
+            s = np.asarray(self.scores[m], np.float64)
+            ok = np.isfinite(s) & np.isfinite(oracle)
+            rho = tau = None
+            if ok.sum() >= 3 and np.ptp(s[ok]) > 0 and np.ptp(oracle[ok]) > 0:
+                rho = float(stats.spearmanr(s[ok], oracle[ok])[0])
+                tau = float(stats.kendalltau(s[ok], oracle[ok])[0])
+            out[m] = {"spearman": rho, "kendall": tau, "models": int(ok.sum())}
+        return out
+
     def rows(self, sort_by: str | None = None, top: int | None = None) -> list[dict[str, Any]]:
-        """One flat dict per model, best first: name, architecture, each score (and spread)."""
+        """One flat dict per model, best first: name, architecture, the oracle accuracy when the
+        bank has one, each score (and spread)."""
         out = []
         order = self.order(sort_by)
         if top is not None:
             order = order[: _check_top(top)]
         ranks = {m: self.ranks(m) for m in self.methods}
+        oracle = self.has_oracle
         for i in order:
             row = {"name": self.models[i]["name"], "architecture": self.models[i]["architecture"]}
+            if oracle:
+                value = self.models[i].get(ORACLE_KEY)
+                row[ORACLE_KEY] = math.nan if value is None else float(value)
             for m in self.methods:
                 row[m] = float(self.scores[m][i])
                 row[f"rank[{m}]"] = int(ranks[m][i])
@@ -127,14 +160,16 @@ class ScoreResult:
                     for m in self.spread
                 }
             models.append(entry)
-        return {
+        doc = {
             "target": self.target,
             "methods": list(self.methods),
             "skipped": dict(self.skipped),
             "flags": dict(self.flags),
             "provenance": self.provenance,
-            "models": models,
         }
+        if self.has_oracle:
+            doc["oracle_agreement"] = self.oracle_agreement()
+        return doc | {"models": models}
 
 
 def _check_top(top: Any) -> int:
@@ -191,7 +226,18 @@ def _narrow(entry: ModelEntry) -> ModelBatch:
         depth=None if entry.depth is None else float(entry.depth),
         source=entry.source,
         source_images=None if entry.source_images is None else float(entry.source_images),
+        oracle=_oracle(entry),
     )
+
+
+ORACLE_KEY = "oracle_accuracy"  # a model's fine-tuned accuracy (%) in its bank meta
+
+
+def _oracle(entry: ModelEntry) -> float | None:
+    value = entry.meta.get(ORACLE_KEY) if isinstance(entry.meta, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return None
+    return float(value) if np.isfinite(value) else None
 
 
 def _device_string(mesh: Any) -> str:
@@ -208,7 +254,7 @@ def score_bank(
     *,
     methods: Sequence[str] | str = "all",
     n_dims: int | None | str = "default",
-    pca: str = "exact",
+    pca: str = defaults.PCA,
     depth_prior: bool = False,
     l_max: float = DEFAULT_L_MAX,
     bootstrap: int = 0,
@@ -218,13 +264,14 @@ def score_bank(
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_compiled: Callable[[str, list[CompileRecord]], None] | None = None,
 ) -> ScoreResult:
     """Score every model of ``bank`` (a :class:`~parc_jax.bank.Bank` or a path to a file or a
     directory of shards) with ``methods`` in one compiled pass per width bucket.
 
     ``methods``: ``"all"`` (every scorer that every model of the bank supports; the others
     are listed in ``skipped`` with why), one name, ``"a,b"`` or a list; repeats count once.
-    ``n_dims``: ``"default"`` (METRICS.md's per-scorer reduction), None (no reduction) or an
+    ``n_dims``: ``"default"`` (docs/metrics.md's per-scorer reduction), None (no reduction) or an
     int for every scorer that reduces. ``depth_prior`` adds ``<method>+l`` outputs (z-score
     over the models with a finite score plus ``depth / l_max``; NaN where the score is NaN).
     ``bootstrap=R`` rescores on R seeded stratified 80% subsamples of the probe and reports
@@ -238,10 +285,14 @@ def score_bank(
     returns the whole bank's result, in bank order.
 
     ``on_chunk(count)`` is called as each chunk's scores come back and ``on_stage(text)`` with
-    what runs next (e.g. to drive a progress display or a stall watchdog). This function has
+    what runs next (e.g. to drive a progress display or a stall watchdog); ``on_compiled(bucket,
+    records)`` after the programs of a new chunk shape are compiled, before they run (one
+    :class:`~parc_jax.engine.CompileRecord` per program; the progress bar prints them as one
+    line per bucket). This function has
     no stall watchdog of its own (the CLI's ``--stall-timeout`` ends its process, which a
     library must not do): to bound a run, score in a subprocess with a timeout.
     """
+    enable_persistent_cache()
     if pca not in PCA_MODES:
         raise ValueError(f"pca: expected one of {', '.join(PCA_MODES)}, got {pca!r}")
     if n_dims != "default":
@@ -309,11 +360,18 @@ def score_bank(
                 f"chunk_size: {chunk_size} must be a multiple of the {sharded.size} devices"
             )
 
-    bar = None
+    bar = show_stage = show_compiled = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=num_models, desc=f"scoring {target.name}", unit="model", file=sys.stderr)
+        desc = f"scoring {target.name}"
+        bar = tqdm(total=num_models, desc=desc, unit="model", file=sys.stderr)
+
+        def show_stage(text: str) -> None:
+            bar.set_description_str(text if text.startswith("compiling") else desc)
+
+        def show_compiled(bucket: str, records: list[CompileRecord]) -> None:
+            bar.write(compile_summary(bucket, records), file=sys.stderr)
 
     try:
         kept, raw = score_stream(
@@ -323,7 +381,9 @@ def score_bank(
             mesh=mesh,
             probe_sets=probe_sets,
             progress=_chain(bar.update if bar is not None else None, on_chunk),
-            stage=on_stage,
+            stage=_chain(show_stage, on_stage),
+            compiled=_chain(show_compiled, on_compiled),
+            num_models=num_models,
         )
     finally:
         if bar is not None:
@@ -378,6 +438,7 @@ def score_bank(
                     f"z-score is over the other {finite} model(s); shown as NaN"
                 )
 
+    has_oracle = any(m.oracle is not None for m in kept)
     provenance = {
         "package": "parc-jax",
         "version": __version__,
@@ -404,6 +465,7 @@ def score_bank(
         methods=methods_out,
         models=[
             {"name": m.name, "architecture": m.architecture, "source": m.source, "depth": m.depth}
+            | ({ORACLE_KEY: m.oracle} if has_oracle else {})
             for m in kept
         ],
         scores=scores,
@@ -414,17 +476,25 @@ def score_bank(
     )
 
 
-def _chain(*fns: Callable[[int], None] | None) -> Callable[[int], None] | None:
+def _chain(*fns: Callable[..., None] | None) -> Callable[..., None] | None:
     """One callback calling every given one in turn (None when none is given)."""
     given = [f for f in fns if f is not None]
     if not given:
         return None
 
-    def call(count: int) -> None:
+    def call(*args: Any) -> None:
         for f in given:
-            f(count)
+            f(*args)
 
     return call
+
+
+def compile_summary(bucket: str, records: Sequence[CompileRecord]) -> str:
+    """One line: how long each program of a bucket took to compile (or load from the cache)."""
+    total = sum(r.seconds for r in records)
+    parts = ", ".join(f"{r.name} {r.seconds:.1f}" for r in records)
+    count = f"{len(records)} program{'s' if len(records) != 1 else ''}"
+    return f"compiled {count} for {bucket} in {total:.1f} s ({parts})"
 
 
 def reader_facts(reader: BankReader) -> list[ModelFacts]:
@@ -520,7 +590,7 @@ def degenerate_flags(
     (per method, naming the models); flag any other score that is not finite.
 
     * hscore: reduced dimension >= n - 1 makes the feature covariance singular; the score is
-      K - 1 in exact arithmetic for every model, rounding noise in float32 (METRICS.md).
+      K - 1 in exact arithmetic for every model, rounding noise in float32 (docs/metrics.md).
     * dds: PCA to >= n - 1 dims plus standardisation whitens the rows, so every pair of images
       has the same cosine distance and CKA is 0/0.
     * parc, rsa: one dimension after PCA makes every pairwise distance equal; Spearman is then

@@ -1,6 +1,6 @@
 """Selection quality: how well a scorer's scores predict fine-tuned accuracy.
 
-The PARC paper's protocol (Sec. 3.1, Tab. 2; ``METRICS.md``, last section): for each target,
+The PARC paper's protocol (Sec. 3.1, Tab. 2; ``docs/metrics.md``, last section): for each target,
 correlate the scores of the source models with their fine-tuned test accuracies (Pearson, x100),
 average over targets, and report mean +- std (population) over independently sampled probe
 sets. The ablation modes correlate over one factor at a time, and the field's ranking metrics

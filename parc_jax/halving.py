@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from parc_jax import defaults
 from parc_jax.bank import Bank, open_bank
+from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.engine import (
     DEFAULT_CHUNK_SIZE,
     EngineOptions,
@@ -76,7 +78,12 @@ class HalvingResult:
 
 
 def halving_schedule(
-    n: int, num_models: int, *, eta: int = 2, min_fraction: float = 0.125, min_size: int = 1
+    n: int,
+    num_models: int,
+    *,
+    eta: int = defaults.HALVING_ETA,
+    min_fraction: float = defaults.HALVING_MIN_FRACTION,
+    min_size: int = 1,
 ):
     """Probe sizes per round: ``n * min_fraction * eta^r`` up to ``n``, each at least
     ``min_size`` (rounds that the floor makes equal are merged); with few models, only the
@@ -182,7 +189,10 @@ def _schedule(target, total: int, eta: int, min_fraction: float):
 
 
 def halving_plan(
-    bank: Bank | str | os.PathLike, *, eta: int = 2, min_fraction: float = 0.125
+    bank: Bank | str | os.PathLike,
+    *,
+    eta: int = defaults.HALVING_ETA,
+    min_fraction: float = defaults.HALVING_MIN_FRACTION,
 ) -> tuple[list[int], int]:
     """``(probe sizes per round, number of models)`` that :func:`successive_halving` would use
     on ``bank``, read from the bank's header only (for :func:`halving_pays`)."""
@@ -194,10 +204,10 @@ def successive_halving(
     bank: Bank | str | os.PathLike,
     *,
     method: str = "parc",
-    eta: int = 2,
-    min_fraction: float = 0.125,
+    eta: int = defaults.HALVING_ETA,
+    min_fraction: float = defaults.HALVING_MIN_FRACTION,
     n_dims: int | None | str = "default",
-    pca: str = "exact",
+    pca: str = defaults.PCA,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     cost_power: float = 2.0,
@@ -215,6 +225,7 @@ def successive_halving(
     """
     from parc_jax.api import _narrow, degenerate_flags
 
+    enable_persistent_cache()
     target, entries, facts = _open(bank)
     total = len(facts)
     # the same applicability checks as full scoring (multi-label, probs, references, ...), on
@@ -248,7 +259,8 @@ def successive_halving(
         if progress is not None:
             progress(f"halving round {r + 1}/{len(probes)}: scoring {count} models on "
                      f"{len(idx)} of {target.n} probe images")  # fmt: skip
-        kept, raw = score_stream(stream, target, options, probe_sets=[idx], progress=on_chunk)
+        kept, raw = score_stream(stream, target, options, probe_sets=[idx], progress=on_chunk,
+                                 num_models=count)  # fmt: skip
         values = np.array(raw[method][0], np.float64)
         survivors_per_round.append(len(kept))
         cost += len(kept) * (len(idx) / target.n) ** cost_power

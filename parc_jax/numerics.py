@@ -3,7 +3,7 @@
 Everything here is a pure, jittable function of arrays for ONE model. Arrays may carry padded
 feature columns (zeros) described by a boolean ``mask`` of valid columns; every function gives
 the unpadded result for them. Matrix products use ``precision=HIGHEST`` so that GPUs do not
-silently fall back to TF32 (about 1e-3 relative error, see METRICS.md).
+silently fall back to TF32 (about 1e-3 relative error, see docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from parc_jax.compilation_cache import enable_persistent_cache
 
 __all__ = [
     "accurate_sum",
@@ -114,7 +116,7 @@ def standardize(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 def _sign_fix(loadings: jax.Array) -> jax.Array:
     """Signs ``[f]`` making the largest-|.| entry of each loading column positive.
 
-    ``loadings: [d, f]``. ``argmax`` returns the lowest index on ties, as METRICS.md asks.
+    ``loadings: [d, f]``. ``argmax`` returns the lowest index on ties, as docs/metrics.md asks.
     """
     idx = jnp.argmax(jnp.abs(loadings), axis=0)
     pivot = jnp.take_along_axis(loadings, idx[None, :], axis=0)[0]
@@ -166,6 +168,8 @@ def jit_per_pca_mode(fn: Callable, **jit_kwargs: Any) -> Callable:
     the cached program answered every later call of the same shapes in whatever mode it was
     traced (a default call after one inside ``pca_mode("fast")`` returned the fast PCA's
     result). For the public scorer functions; the engine builds one program per mode itself.
+    The first call turns on the persistent compilation cache
+    (:func:`parc_jax.compilation_cache.enable_persistent_cache`), as every entry point does.
     """
 
     def traced_in(mode: str) -> Callable:
@@ -180,6 +184,7 @@ def jit_per_pca_mode(fn: Callable, **jit_kwargs: Any) -> Callable:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
+        enable_persistent_cache()
         return compiled[_PCA_MODE.get()](*args, **kwargs)
 
     return call
@@ -260,8 +265,8 @@ def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     # A fixed start block: deterministic results, no key to thread through the scorers.
     omega = jax.random.normal(jax.random.key(0), (a.shape[0], p), a.dtype)
     q = _orthonormal_basis(matmul(a, omega))
-    for _ in range(FAST_PCA_ITERATIONS):
-        q = _orthonormal_basis(matmul(a, q))
+    # a loop in the program, not unrolled by Python: one body to compile, whatever the count
+    q = lax.fori_loop(0, FAST_PCA_ITERATIONS, lambda _, q: _orthonormal_basis(matmul(a, q)), q)
     small = matmul(q.T, matmul(a, q))
     vals, w = jnp.linalg.eigh(small, symmetrize_input=True)
     return vals[::-1][:width], matmul(q, w[:, ::-1][:, :width])
@@ -277,7 +282,7 @@ def pca(x: jax.Array, n_dims: int, mask: jax.Array | None = None) -> tuple[jax.A
 
     Exact mode (default) uses the eigendecomposition of the smaller of the ``n x n`` Gram
     matrix and the ``d x d`` covariance; see :func:`pca_mode` for the fast solver. Component
-    signs follow METRICS.md (largest-magnitude loading positive). ``n_dims`` must be static.
+    signs follow docs/metrics.md (largest-magnitude loading positive). ``n_dims`` must be static.
     Components whose variance is at most ``NULL_COMPONENT_RTOL`` times the first one's lie
     beyond the numerical rank and are returned as zero columns (exactly what they are in
     exact arithmetic; the reference applies the same rule).

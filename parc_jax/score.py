@@ -13,15 +13,19 @@ import json
 import math
 import os
 import sys
+import textwrap
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
+from parc_jax import __version__, defaults
 from parc_jax.atomic import is_special, resolve_destination, write_text
+from parc_jax.compilation_cache import CACHE_ENV, default_cache_dir, enable_persistent_cache
 from parc_jax.watchdog import DEFAULT_STALL_TIMEOUT, STALL_TIMEOUT_ENV, Watchdog
 
 EXAMPLE_BANK = "example_bank.msgpack"
+ORACLE = "oracle_accuracy"  # the key ScoreResult.rows gives the recorded fine-tuned accuracy
 FORMATS = ("table", "json", "csv")
 
 
@@ -50,34 +54,62 @@ def _scorer_help() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and epilog as written, and each option's default in its help line
+    (unless the help already says it, or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+PROG = "python -m parc_jax.score"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = _Parser(
-        prog="python -m parc_jax.score",
-        description="Rank the models of a bank by predicted transferability to its target.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog,
+        description=textwrap.fill(
+            "Rank the models of a bank by predicted transferability to its target. Compiled "
+            f"programs are cached in ${CACHE_ENV} (default {default_cache_dir()}; set it to "
+            "move the cache, or to an empty string to turn it off).",
+            80,
+        ),
+        formatter_class=_HelpFormatter,
         epilog=_scorer_help(),
     )
-    p.add_argument("--bank", help="bank file or directory of shards (default: the example bank)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
-        "--methods", default="all", help="comma-separated scorers, or 'all' (default: all)"
+        "--bank",
+        help="bank file or directory of shards (default: the example bank shipped in the package)",
     )
+    p.add_argument("--methods", default="all", help="comma-separated scorers, or 'all'")
     p.add_argument(
         "--n-dims",
         default="default",
-        help="PCA dims for every scorer that reduces, or 'none' (default: each scorer's own)",
+        help="PCA dims for every scorer that reduces, 'none', or 'default' (each scorer's own)",
     )
-    p.add_argument("--pca", default="exact", choices=["exact", "fast"], help="PCA solver")
+    p.add_argument("--pca", default=defaults.PCA, choices=["exact", "fast"], help="PCA solver")
     p.add_argument("--depth-prior", action="store_true", help="add <method>+l (PARC Eq. 6)")
-    p.add_argument("--l-max", type=float, default=50.0, help="depth normaliser of the prior")
+    p.add_argument("--l-max", type=float, default=defaults.L_MAX,
+                   help="depth normaliser of the prior")  # fmt: skip
     p.add_argument(
         "--bootstrap", type=int, default=0, help="rescore on R probe subsamples: score spread"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the probe subsamples")
     p.add_argument("--sort-by", help="method to sort by (default: the first method)")
-    p.add_argument("--top", type=int, help="show only the best K models")
-    p.add_argument("--format", default="table", choices=FORMATS)
+    p.add_argument("--top", type=int, help="show only the best K models (default: all)")
+    p.add_argument("--format", default="table", choices=FORMATS, help="output format")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"table: every method's column (by default the table fits {TABLE_WIDTH} columns)",
+    )
     p.add_argument("--output", help="write here (atomically) instead of stdout")
-    p.add_argument("--chunk-size", type=int, default=64, help="models per compiled batch")
+    p.add_argument("--chunk-size", type=int, default=defaults.CHUNK_SIZE,
+                   help="models per compiled batch")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
         "--stall-timeout",
@@ -96,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--halving-min-fraction",
         type=float,
-        default=0.125,
-        help="probe fraction of the first halving round (default 1/8)",
+        default=defaults.HALVING_MIN_FRACTION,
+        help="probe fraction of the first halving round",
     )
     g = p.add_argument_group(
         "several processes/hosts (or PARC_JAX_COORDINATOR, PARC_JAX_NUM_PROCESSES, "
@@ -125,35 +157,117 @@ def _parse_dims(text: str) -> int | None | str:
     return value
 
 
-def format_table(result, sort_by: str | None, top: int | None) -> str:
-    """Fixed-width table, best first, with the score spread when it was computed."""
+TABLE_WIDTH = 120  # the default table fits this many columns; --wide shows every column
+SIGNIFICANT = 4  # digits of a column's largest value; the column shares its decimals
+
+
+def _column_format(values: Sequence[float], significant: int = SIGNIFICANT) -> Callable:
+    """A formatter giving a column of numbers one number of decimals: enough for
+    ``significant`` digits of its largest magnitude; ``-0`` is written ``0``."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    top = max(finite, default=0.0)
+    decimals = max(0, significant - 1 - math.floor(math.log10(top))) if top > 0 else 0
+    decimals = min(decimals, 6)
+
+    def fmt(v: float) -> str:
+        if not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        text = f"{v:.{decimals}f}"
+        return text[1:] if text.lstrip("-0.") == "" and text.startswith("-") else text
+
+    return fmt
+
+
+def _wrap(prefix: str, items: Sequence[str], width: int = TABLE_WIDTH, sep: str = ",") -> list:
+    """``prefix`` then ``items`` joined by ``sep``, wrapped at ``width`` (continuations
+    indented)."""
+    lines, line = [], prefix
+    for i, item in enumerate(items):
+        piece = item + (sep if i < len(items) - 1 else "")
+        if len(line) + 1 + len(piece) > width and line.strip():
+            lines.append(line)
+            line = "   "
+        line = f"{line} {piece}" if line else piece
+    return [*lines, line]
+
+
+def format_table(result, sort_by: str | None, top: int | None, *, wide: bool = False) -> str:
+    """The table, best first: rank, model, architecture, the oracle accuracy when the bank
+    records it, the sort column, then the other methods as they fit in ``TABLE_WIDTH``
+    columns (every one with ``wide``); a legend; the methods left out; each method's agreement
+    with the oracle; notes."""
     rows = result.rows(sort_by=sort_by, top=top)
-    cols = ["#", "model", "architecture"]
-    for m in result.methods:
-        cols.append(m if result.spread is None else f"{m} (±std, top1)")
-    body = []
-    for i, row in enumerate(rows, 1):
-        cells = [str(i), row["name"], str(row["architecture"])]
-        for m in result.methods:
-            text = f"{row[m]:.4g}"
-            if result.spread is not None:
-                text += f" ±{row[f'{m}_std']:.2g} {row[f'{m}_top1']:.0%}"
-            cells.append(text)
-        body.append(cells)
-    widths = [
-        max(len(c), *(len(r[j]) for r in body)) if body else len(c) for j, c in enumerate(cols)
-    ]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    sort_key = sort_by or result.methods[0]
+    methods = [sort_key, *(m for m in result.methods if m != sort_key)]
+    oracle = result.has_oracle
+    fixed = ["#", "model", "architecture"] + (["oracle %"] if oracle else [])
+    body = [[str(i), r["name"], str(r["architecture"])] for i, r in enumerate(rows, 1)]
+    if oracle:
+        fmt = _column_format([r[ORACLE] for r in rows])
+        for cells, r in zip(body, rows):
+            cells.append(fmt(r[ORACLE]))
+    columns: list[tuple[str, list[str]]] = []
+    for m in methods:
+        fmt = _column_format([r[m] for r in rows])
+        cells = [fmt(r[m]) for r in rows]
+        if result.spread is not None and m in result.spread:
+            std = _column_format([r[f"{m}_std"] for r in rows], significant=2)
+            cells = [f"{c} ±{std(r[f'{m}_std'])} {r[f'{m}_top1']:>4.0%}"
+                     for c, r in zip(cells, rows)]  # fmt: skip
+            m = f"{m} (±std, top1)"
+        columns.append((m, cells))
+
+    def width(name: str, cells: list[str]) -> int:
+        return max(len(name), *(len(c) for c in cells)) if cells else len(name)
+
+    used = sum(width(c, [b[j] for b in body]) + 2 for j, c in enumerate(fixed))
+    shown, hidden = [], []
+    for name, cells in columns:
+        w = width(name, cells) + 2
+        if wide or not shown or used + w <= TABLE_WIDTH:
+            shown.append((name, cells))
+            used += w
+        else:
+            hidden.append(name.split(" ")[0])
+    cols = fixed + [name for name, _ in shown]
+    for j, cells in enumerate(body):
+        cells.extend(c[j] for _, c in shown)
+    right = {0, *range(3, len(cols))}
     out = [
         f"target {result.target['name']}: {result.target['num_probe_images']} probe images, "
-        f"{result.target['num_classes']} classes, {len(result)} models; sorted by "
-        f"{sort_by or result.methods[0]} (higher = better)",
-        line,
-        "-" * len(line),
-    ]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+        f"{result.target['num_classes']} classes, {len(result)} models; sorted by {sort_key}",
+        *_render(cols, body, right),
+        *_wrap("", [
+            "higher = predicted to transfer better, scales differ by scorer (--help)",
+            *(["oracle % = recorded fine-tuned accuracy"] if oracle else []),
+            *(["+l = with the depth prior"] if any(m.endswith("+l") for m in methods) else []),
+        ], sep=";"),
+    ]  # fmt: skip
+    if hidden:
+        out += _wrap(f"not shown ({len(hidden)}; --wide shows every column, JSON and CSV hold "
+                     "all):", hidden)  # fmt: skip
+    if oracle:
+        agree = result.oracle_agreement()
+        count = max((a["models"] for a in agree.values()), default=0)
+        items = [f"{m} {_corr(a['spearman'])}/{_corr(a['kendall'])}" for m, a in agree.items()]
+        out += _wrap(f"agreement with the oracle over {count} models (Spearman/Kendall):", items)
     out += _notes(result.flags)
     return "\n".join(out) + "\n"
+
+
+def _corr(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}".replace("-0.00", "+0.00")
+
+
+def oracle_lines(result) -> list[str]:
+    """The oracle agreement as lines (for CSV, on stderr beside the notes)."""
+    if not result.has_oracle:
+        return []
+    items = [
+        f"{m} {_corr(a['spearman'])}/{_corr(a['kendall'])}"
+        for m, a in result.oracle_agreement().items()
+    ]
+    return _wrap("agreement with the oracle (Spearman/Kendall):", items)
 
 
 def _notes(flags: dict[str, str]) -> list[str]:
@@ -349,10 +463,12 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """Score a bank from the command line; returns the exit status (0, or 2 with one line on
+    stderr). ``prog`` is the name the usage line shows."""
     warnings.formatwarning = _one_line_warning  # a CLI's warnings: one line, no source echo
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         n_dims = _parse_dims(args.n_dims)
         methods = "all" if args.methods.strip() == "all" else [
             m.strip() for m in args.methods.split(",") if m.strip()
@@ -375,12 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    import jax
-
-    # Compiled programs persist across runs (the first run on a machine pays the compile).
-    cache = os.environ.get("PARC_JAX_CACHE_DIR", str(Path.home() / ".cache" / "parc_jax" / "xla"))
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
+    enable_persistent_cache()  # compiled programs persist across runs
     try:
         with Watchdog(stall_timeout) as dog:
             return _score(args, bank, methods, n_dims, dog)
@@ -432,10 +543,10 @@ def _score(args, bank: str, methods, n_dims, dog: Watchdog) -> int:
     elif args.format == "csv":
         text = format_csv(result, args.sort_by, args.top)
         if jax.process_index() == 0:  # the CSV body holds rows only: notes on stderr
-            for line in _notes(result.flags):
+            for line in [*oracle_lines(result), *_notes(result.flags)]:
                 print(line, file=sys.stderr)
     else:
-        text = format_table(result, args.sort_by, args.top)
+        text = format_table(result, args.sort_by, args.top, wide=args.wide)
     if jax.process_index() == 0:  # every process holds the result; one writes it
         _emit(args.output, text)
     return 0

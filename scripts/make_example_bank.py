@@ -13,8 +13,9 @@ Deterministic on one machine: every seed is fixed; a different CPU may round dif
 import argparse
 from pathlib import Path
 
-from parc_jax.probes import export_bank
-from parc_jax.training import stage_main
+from parc_jax.compilation_cache import enable_persistent_cache
+from parc_jax.groundtruth.export import export_bank
+from parc_jax.groundtruth.main import stage_main
 
 OUT = Path(__file__).resolve().parents[1] / "parc_jax" / "data" / "example_bank.msgpack"
 
@@ -25,6 +26,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    enable_persistent_cache()  # compiled programs persist across runs
     argv = ["--preset", "tiny", "--run-dir", args.run_dir]
     if args.no_progress:
         argv.append("--no-progress")

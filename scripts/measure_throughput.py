@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 
 from parc_jax.atomic import write_text
-from parc_jax.data import default_data_dir
-from parc_jax.training import PRESETS, get_preset, measure_throughput, preset_workload
+from parc_jax.compilation_cache import enable_persistent_cache
+from parc_jax.groundtruth.data import default_data_dir
+from parc_jax.groundtruth.presets import PRESETS, get_preset
+from parc_jax.groundtruth.throughput import measure_throughput, preset_workload
 
 
 def _positive_int(text: str) -> int:
@@ -48,9 +50,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--steps", type=_positive_int, default=20, help="timed steps per measurement (>= 1)"
     )
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default ../shared/data)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of the datasets' .npz files (default: $PARC_JAX_DATA, else ./data)",
+    )
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     preset = get_preset(args.preset)
     directory = Path(args.data_dir) if args.data_dir is not None else default_data_dir()
     if not directory.is_dir():

@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from parc_jax.training import PRESETS, read_csv, stage_main
+from parc_jax.groundtruth.main import stage_main
+from parc_jax.groundtruth.pipeline import read_csv
+from parc_jax.groundtruth.presets import PRESETS
 
 
 def missing_sources(preset, run_dir: Path) -> list[Path]:

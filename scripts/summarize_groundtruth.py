@@ -17,8 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from parc_jax.probes import export_benchmark
-from parc_jax.training import get_preset, read_csv, summarize
+from parc_jax.compilation_cache import enable_persistent_cache
+from parc_jax.groundtruth.export import export_benchmark
+from parc_jax.groundtruth.pipeline import read_csv
+from parc_jax.groundtruth.presets import get_preset
+from parc_jax.groundtruth.report import summarize
 
 
 def check_run(preset, run_dir: Path) -> list[str]:
@@ -50,6 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--export", default=None, help="copy CSVs, run-0 banks and summary.md here")
     args = parser.parse_args(argv)
+    enable_persistent_cache()  # compiled programs persist across runs
     try:
         preset = get_preset(args.preset)
         run_dir = Path(args.run_dir or Path("runs") / "groundtruth" / preset.name)

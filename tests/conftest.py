@@ -1,7 +1,17 @@
 """Test-session settings shared by every test file and the subprocesses they start."""
 
 import os
+import sys
 import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The benchmarks' shared modules (``_selection``, ``_args``) are imported by some tests.
+sys.path.insert(0, str(ROOT / "benchmarks"))
+# The datasets of the ground-truth tests: $PARC_JAX_DATA, else the checkout's neighbour
+# ../shared/data where this repository's CI and developers keep them.
+if not os.environ.get("PARC_JAX_DATA") and (ROOT.parent / "shared" / "data").is_dir():
+    os.environ["PARC_JAX_DATA"] = str(ROOT.parent / "shared" / "data")
 
 # One BLAS thread: on 2 shared cores, OpenBLAS's default threading made a float64 SVD of
 # 100 x 2048 take 2.5 s instead of 0.045 s in the reference scorers.

@@ -42,7 +42,8 @@ def test_table_is_sorted_best_first(bank_path, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("target toy: 60 probe images, 4 classes, 5 models")
-    values = [float(line.split()[4]) for line in lines[3:]]
+    assert lines[1].split()[3:] == ["logme", "parc"]  # the sort column first
+    values = [float(line.split()[3]) for line in lines[3:8]]
     assert values == sorted(values, reverse=True) and len(values) == 5
 
 
@@ -184,7 +185,9 @@ def test_no_bank_scores_the_shipped_example(capsys):
         pytest.fail(f"the example bank {path} is missing from the package data")
     code, out, err = run(["--methods", "parc,leep", "--top", "3", "--no-progress"], capsys)
     assert code == 0, err
-    assert len(out.splitlines()) == 6
+    lines = out.splitlines()
+    assert lines[1].split() == ["#", "model", "architecture", "oracle", "%", "parc", "leep"]
+    assert len(lines) == 8 and lines[-1].startswith("agreement with the oracle over 12 models")
     # every scorer gives every shipped model a finite score (rsa, dds and gbc once printed nan)
     code, out, err = run(["--methods", "all", "--format", "json", "--no-progress"], capsys)
     assert code == 0, err
@@ -350,3 +353,88 @@ def test_one_based_labels_are_an_error_and_empty_classes_a_warning(tmp_path, cap
     # the API sees the same
     with pytest.raises(ValueError, match="1-based"):
         score_bank(one_based, methods="parc", progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the table: oracle column and agreement, width, legend, number format
+
+
+def _oracle_bank(num_models: int = 5):
+    b = toy_bank(num_models)
+    for i, m in enumerate(b.models):
+        m.meta = {"oracle_accuracy": 40.0 + 3 * i}
+    return b
+
+
+def test_oracle_column_and_agreement_appear_exactly_with_an_oracle(bank_path, tmp_path, capsys):
+    path = tmp_path / "oracle.msgpack"
+    write_bank(path, _oracle_bank())
+    argv = ["--methods", "parc,leep", "--no-progress"]
+    for bank, has in ((str(path), True), (bank_path, False)):
+        _, table, _ = run(["--bank", bank, *argv], capsys)
+        assert ("oracle %" in table.splitlines()[1]) is has
+        assert ("agreement with the oracle over 5 models (Spearman/Kendall): parc " in table) is has
+        assert ("oracle % = recorded fine-tuned accuracy" in table) is has
+        _, doc, _ = run(["--bank", bank, *argv, "--format", "json"], capsys)
+        doc = json.loads(doc)
+        assert ("oracle_agreement" in doc) is has
+        assert ("oracle_accuracy" in doc["models"][0]) is has
+        code, body, err = run(["--bank", bank, *argv, "--format", "csv"], capsys)
+        assert ("oracle_accuracy" in body.splitlines()[0]) is has
+        assert err.startswith("agreement with the oracle") is has
+    agree = doc_with = json.loads(run(["--bank", str(path), *argv, "--format", "json"], capsys)[1])
+    agree = doc_with["oracle_agreement"]
+    from scipy import stats
+
+    by_name = {m["name"]: m for m in doc_with["models"]}
+    names = sorted(by_name)
+    s = [by_name[n]["scores"]["parc"] for n in names]
+    o = [by_name[n]["oracle_accuracy"] for n in names]
+    assert agree["parc"]["spearman"] == pytest.approx(stats.spearmanr(s, o)[0])
+    assert agree["parc"]["kendall"] == pytest.approx(stats.kendalltau(s, o)[0])
+    assert agree["parc"]["models"] == 5
+
+
+def test_default_table_fits_120_columns_and_wide_shows_every_method(capsys):
+    code, out, err = run(["--methods", "all", "--no-progress", "--depth-prior"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 120, max(lines, key=len)
+    header = lines[1].split()
+    assert header[:6] == ["#", "model", "architecture", "oracle", "%", "parc"]
+    hidden = [line for line in lines if line.startswith("not shown (")]
+    assert hidden and "--wide shows every column" in hidden[0]
+    assert lines[15].startswith("higher = predicted to transfer better")  # after 12 rows
+    code, wide, _ = run(["--methods", "all", "--no-progress", "--depth-prior", "--wide"], capsys)
+    assert "not shown" not in wide
+    assert len(wide.splitlines()[1].split()) == 5 + 2 * len(SCORERS)  # '#', model, arch, oracle %
+
+
+def test_columns_share_decimals_and_never_print_minus_zero():
+    fmt = score._column_format([-1.8e-20, 2.5, -0.00004])
+    assert [fmt(v) for v in (-1.8e-20, 2.5, -0.00004)] == ["0.000", "2.500", "0.000"]
+    fmt = score._column_format([123.456, 7.0])
+    assert [fmt(123.456), fmt(7.0), fmt(float("nan"))] == ["123.5", "7.0", "nan"]
+
+
+def test_compilation_is_a_reported_phase(bank_path, capsys):
+    from parc_jax.engine import _programs
+
+    _programs._EXECUTABLES.clear()  # compile here, whatever earlier tests compiled
+    seen = []
+    result = score_bank(bank_path, methods="parc,leep,logme", progress=False,
+                        on_compiled=lambda bucket, recs: seen.append((bucket, recs)))  # fmt: skip
+    assert len(result) == 5 and seen
+    for bucket, records in seen:
+        assert bucket.startswith("bucket float32 width ")
+        assert [r.name for r in records] == ["pca", "parc", "leep", "logme"]
+        assert all(r.trace_s > 0 and r.lower_s > 0 and r.compile_s >= 0 for r in records)
+    # a second pass in the same process compiles nothing
+    seen.clear()
+    score_bank(bank_path, methods="parc,leep,logme", progress=False,
+               on_compiled=lambda bucket, recs: seen.append(recs))  # fmt: skip
+    assert seen == []
+    # the CLI's progress output names each bucket's compilation with its time
+    _programs._EXECUTABLES.clear()
+    code, _, err = run(["--bank", bank_path, "--methods", "leep"], capsys)
+    assert code == 0 and "compiled 1 program for bucket float32 width" in err, err

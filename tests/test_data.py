@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from parc_jax.data import (
+from parc_jax.groundtruth.data import (
     augment,
     carve_validation,
     check_arrays,
@@ -137,7 +137,7 @@ def test_bad_inputs():
 def test_tfds_builder_roundtrip(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("array_record")
-    from parc_jax.tfds_data import build_npz_tfds, tfds_arrays
+    from parc_jax.groundtruth.tfds_data import build_npz_tfds, tfds_arrays
 
     raw = load_npz("coil20")
     rng = np.random.default_rng(0)
@@ -193,7 +193,7 @@ def test_load_dataset_long_tail_max_train():
 
 
 def test_tfds_record_order():
-    from parc_jax.tfds_data import INDEX_KEY, _file_order
+    from parc_jax.groundtruth.tfds_data import INDEX_KEY, _file_order
 
     recs = [{"label": 5, INDEX_KEY: 2}, {"label": 3, INDEX_KEY: 0}, {"label": 4, INDEX_KEY: 1}]
     assert [r["label"] for r in _file_order(recs)] == [3, 4, 5]
@@ -206,7 +206,7 @@ def test_tfds_record_order():
 def test_tfds_same_splits_as_npz(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("array_record")
-    from parc_jax.tfds_data import build_npz_tfds, tfds_arrays
+    from parc_jax.groundtruth.tfds_data import build_npz_tfds, tfds_arrays
 
     raw = load_npz("orl")
     manual = tmp_path / "manual"
@@ -223,7 +223,7 @@ def test_tfds_same_splits_as_npz(tmp_path):
 
 def test_tfds_not_prepared_message(tmp_path):
     pytest.importorskip("tensorflow_datasets")
-    from parc_jax.tfds_data import tfds_arrays
+    from parc_jax.groundtruth.tfds_data import tfds_arrays
 
     with pytest.raises(FileNotFoundError, match="not prepared at") as info:
         tfds_arrays("mnist", data_dir=tmp_path)
@@ -283,7 +283,7 @@ def test_measure_throughput_writes_json_atomically(tmp_path, monkeypatch):
     assert mt.main(["--preset", "tiny", "--steps", "1", "--json", str(out)]) == 0
     assert calls == [str(out)]
     got = json.loads(out.read_text())
-    from parc_jax.training import get_preset
+    from parc_jax.groundtruth.presets import get_preset
 
     assert got["workload"] == work and set(got["rates"]) == set(get_preset("tiny").architectures)
     assert got["predicted_s"]["sources"] > 0
@@ -302,7 +302,7 @@ def test_run_transfers_checks_sources_first(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "missing source model" in err and "Traceback" not in err
     # all present: hands over to the stage
-    from parc_jax.training import get_preset
+    from parc_jax.groundtruth.presets import get_preset
 
     preset = get_preset("tiny")
     for arch in preset.architectures:

@@ -77,11 +77,17 @@ def _traces() -> dict[str, int]:
     return out
 
 
+def _fresh() -> None:
+    """Forget every compiled program of this process, and the trace counts."""
+    engine._programs._COMPILED.clear()
+    engine._programs._EXECUTABLES.clear()
+    engine.TRACE_COUNT.clear()
+
+
 def test_second_chunk_does_not_recompile():
     """Six same-width models in chunks of 2 = three chunks, one trace per program."""
     b = _bank(6, widths=(20,), seed=1)
-    engine._COMPILED.clear()  # earlier tests may have compiled these programs already
-    engine.TRACE_COUNT.clear()
+    _fresh()  # earlier tests may have compiled these programs already
     score_bank(b, methods=["parc", "knn"], chunk_size=2, progress=False)
     assert _traces() == {"reduce": 1, "parc": 1, "knn": 1}
     # a bigger bank of the same bucket reuses the compiled function: no new trace at all
@@ -102,8 +108,7 @@ def test_a_probe_with_another_training_half_size_recompiles_only_logistic():
     moved[np.flatnonzero(y == y[0])[0]] = y[-1]  # one image to another class: another n_t
     assert stratified_half(moved).sum() != stratified_half(y).sum()
     other = Bank(dataclasses.replace(b.target, labels=moved), b.models)
-    engine._COMPILED.clear()
-    engine.TRACE_COUNT.clear()
+    _fresh()
     methods = ["parc", "hscore", "logistic"]
     score_bank(b, methods=methods, chunk_size=2, progress=False)
     before = _traces()
@@ -118,8 +123,7 @@ def test_one_pca_per_chunk_serves_every_width_bucket_and_method():
     seeing 32- and 64-wide reduced features whatever the bucket, compile once each; the
     scores equal the scorers run one by one on each model."""
     b = _bank(4, widths=(40, 100), seed=3)
-    engine._COMPILED.clear()
-    engine.TRACE_COUNT.clear()
+    _fresh()
     methods = ["parc", "hscore", "gbc", "rsa"]
     res = score_bank(b, methods=methods, chunk_size=2, progress=False)
     assert _traces() == {"reduce": 3, "parc": 1, "hscore": 1, "gbc": 1, "rsa": 1}  # +1: refs
@@ -166,7 +170,7 @@ def test_a_single_reference_is_ranked_once_per_chunk_not_per_model(distinct):
         "reference_valid": jnp.ones((distinct, f), bool),
     }
     args = (x, shared, jnp.zeros(n, jnp.int32), jnp.zeros(n, bool), np.float32(0))
-    closed = jax.make_jaxpr(engine._method_fn("rsa", K))(*args)
+    closed = jax.make_jaxpr(engine._programs._method_fn("rsa", K))(*args)
     eqns = [e for e, _ in equations(closed.jaxpr)]
     sorts = [e.invars[0].aval.shape for e in eqns if e.primitive.name == "sort"]
     pairs = n * (n - 1) // 2
@@ -392,28 +396,29 @@ def test_reused_host_buffers_keep_nothing_of_the_last_chunk():
     buffers = engine.HostBuffers()
     buffers.give_back({"features": np.full((2, 5, 8), 7.0, np.float32)})
     arrays = [np.ones((5, 3), np.float32), 2 * np.ones((5, 6), np.float32)]
-    out = engine._stack_padded(arrays, 8, np.float32, buffers)
+    out = engine._assembly._stack_padded(arrays, 8, np.float32, buffers)
     np.testing.assert_array_equal(out[0], np.pad(arrays[0], ((0, 0), (0, 5))))
     np.testing.assert_array_equal(out[1], np.pad(arrays[1], ((0, 0), (0, 2))))
-    assert engine._stack_padded(arrays, 8, np.float32, buffers) is not out  # pool now empty
+    # the pool is now empty
+    assert engine._assembly._stack_padded(arrays, 8, np.float32, buffers) is not out
 
 
 def test_threaded_assembly_writes_every_model_and_raises_workers_errors(monkeypatch):
     """A large block is split over threads (forced here on a small one): every model lands in
     its own row, padded with zeros over a stale reused buffer, converted to the block's dtype,
     and a worker's error reaches the caller."""
-    monkeypatch.setattr(engine, "ASSEMBLY_THREADS", 3)
-    monkeypatch.setattr(engine, "_BYTES_PER_WORKER", 1)
+    monkeypatch.setattr(engine._assembly, "ASSEMBLY_THREADS", 3)
+    monkeypatch.setattr(engine._assembly, "_BYTES_PER_WORKER", 1)
     rng = np.random.default_rng(3)
     arrays = [rng.normal(size=(4, w)).astype(np.float32) for w in (3, 8, 1, 5, 8, 2, 7)]
     buffers = engine.HostBuffers()
     buffers.give_back({"features": np.full((7, 4, 8), np.nan, np.float16)})
-    out = engine._stack_padded(arrays, 8, np.float16, buffers)
-    assert engine._assembly_workers() == 3 and out.dtype == np.float16
+    out = engine._assembly._stack_padded(arrays, 8, np.float16, buffers)
+    assert engine._assembly._assembly_workers() == 3 and out.dtype == np.float16
     want = np.stack([np.pad(a, ((0, 0), (0, 8 - a.shape[1]))) for a in arrays]).astype(np.float16)
     np.testing.assert_array_equal(out, want)
     with pytest.raises(ValueError, match="broadcast"):
-        engine._stack_padded(arrays[:6] + [np.ones((3, 2), np.float32)], 8, np.float32)
+        engine._assembly._stack_padded(arrays[:6] + [np.ones((3, 2), np.float32)], 8, np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,7 +489,7 @@ def test_methods_take_one_name_or_a_comma_separated_string(monkeypatch, bank):
 
 def test_depth_prior_is_over_the_finite_scores_only():
     """dds is degenerate (whitened) for the 70-wide model: NaN there, NaN for dds+l, and the
-    other models' dds+l are METRICS.md's prior (sample-std z-score + depth / l_max) over the
+    other models' dds+l are docs/metrics.md's prior (sample-std z-score + depth / l_max) over the
     three finite scores only."""
     b = _bank(4, widths=(12, 20, 70, 12))
     res = score_bank(b, methods=["dds"], depth_prior=True, l_max=20.0, chunk_size=2,

@@ -252,7 +252,7 @@ def test_extra_targets_are_predicted_from_training_targets_only():
 
 
 def test_find_banks_layouts_and_report(tmp_path):
-    from parc_jax.selection import find_banks, markdown_report
+    from _selection import find_banks, markdown_report
 
     (tmp_path / "a").mkdir()
     for r in (0, 1):

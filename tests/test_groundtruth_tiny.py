@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 
 from parc_jax.bank import read_bank
-from parc_jax.data import default_data_dir
-from parc_jax.probes import export_bank, preset_probe, sample_probe
-from parc_jax.training import (
+from parc_jax.groundtruth.data import default_data_dir
+from parc_jax.groundtruth.export import export_bank
+from parc_jax.groundtruth.pipeline import (
     ORACLE_COLUMNS,
-    get_preset,
     read_csv,
     run_transfers,
     stage_datasets,
-    summarize,
     train_sources,
 )
-from parc_jax.zoo import model_depth
+from parc_jax.groundtruth.presets import get_preset
+from parc_jax.groundtruth.probes import preset_probe, sample_probe
+from parc_jax.groundtruth.report import summarize
+from parc_jax.groundtruth.zoo import model_depth
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "parc_jax" / "data" / "example_bank.msgpack"
 HAVE_DATA = (default_data_dir() / "coil20.npz").is_file()
@@ -52,7 +53,7 @@ def test_extract_probe_any_flax_model_into_bank(tmp_path):
     import jax
 
     from parc_jax.bank import write_bank
-    from parc_jax.probes import ProbeModel, extract_probe, probe_bank
+    from parc_jax.groundtruth.probes import ProbeModel, extract_probe, probe_bank
 
     class Tiny(nn.Module):  # any Flax model giving (features, logits)
         @nn.compact
@@ -102,7 +103,7 @@ def test_extract_probe_any_flax_model_into_bank(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_DATA, reason="needs ../shared/data")
 def test_tiny_preset_end_to_end(tmp_path):
-    from parc_jax.probes import write_probe_banks
+    from parc_jax.groundtruth.export import write_probe_banks
 
     preset = get_preset("tiny")
     run = tmp_path / "tiny"

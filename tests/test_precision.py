@@ -1,7 +1,7 @@
 """Audit: every matrix product of every scorer runs at full float32 precision on every backend.
 
 On GPUs a float32 ``dot_general`` at the default precision may run in TF32 (about 1e-3
-relative error, see METRICS.md), so the scorers pass ``precision=HIGHEST``
+relative error, see docs/metrics.md), so the scorers pass ``precision=HIGHEST``
 (``numerics.matmul``). Each scorer's one-model core (through ``ScorerSpec.call``, as the engine
 calls it) is traced with ``jax.make_jaxpr`` in the configurations that select different code
 (PCA or not, exact or fast PCA, n > d and n < d, single model and ``vmap``), and every

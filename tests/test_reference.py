@@ -76,7 +76,7 @@ def test_parc_literal_label_distance_trap():
     k = 37
     x, y = _clusters(rng, n_per=6, k=k, d=48, sep=0.4)
     literal = 1.0 - np.corrcoef(np.eye(k)[y])
-    assert np.unique(ref._upper(literal)).size > 2  # rounding noise: more than two values
+    assert np.unique(ref._common._upper(literal)).size > 2  # rounding noise: more than two values
     exact = ref.parc(x, y, num_classes=k)
     trap = ref.parc(x, y, num_classes=k, literal_label_distance=True)
     assert abs(exact - trap) > 1.0
@@ -264,7 +264,7 @@ def test_logme_evidence_is_the_marginal_likelihood(shape):
     x = rng.normal(size=(n, d))
     y = (x @ rng.normal(size=d) + 0.5 * rng.normal(size=n) > 0).astype(float)
     evidence, alpha, beta = ref.logme_fit(x, y)
-    # For n < d this holds only with the spectrum padded to d entries (METRICS.md trap).
+    # For n < d this holds only with the spectrum padded to d entries (docs/metrics.md trap).
     assert evidence == pytest.approx(_log_marginal(x, y, alpha, beta), rel=1e-9)
 
 

@@ -112,10 +112,10 @@ def geometry(x, y, r, xm, rm, *, n_dims="default", knn_dims=None):
     multi = y.ndim == 2
     k = y.shape[1] if multi else 2  # num_classes does not enter parc/knn's arithmetic
     return {
-        "parc": parc(x, y, xm, num_classes=k, **dims),
-        "rsa": rsa(x, r, xm, rm, **dims),
-        "dds": dds(x, r, xm, rm, **dims),
-        "knn": knn(x, y, xm, num_classes=k, n_dims=knn_dims),
+        "parc": parc(x, y, num_classes=k, feature_mask=xm, **dims),
+        "rsa": rsa(x, r, feature_mask=xm, reference_mask=rm, **dims),
+        "dds": dds(x, r, feature_mask=xm, reference_mask=rm, **dims),
+        "knn": knn(x, y, num_classes=k, n_dims=knn_dims, feature_mask=xm),
     }
 
 
@@ -195,7 +195,7 @@ def exact_label_order(y):
 def exact_multilabel_parc(x, y, n_dims=32):
     """Reference feature side; label side with exact ties (Fractions -> float64 is monotone and
     maps equal fractions to equal floats). ``reference.parc`` itself splits those ties."""
-    dist_f = ref._upper(ref._row_corr_distance(ref.standardize(ref.pca(x, n_dims))))
+    dist_f = ref._common._upper(ref._common._row_corr_distance(ref.standardize(ref.pca(x, n_dims))))
     dist_y = np.array([float(v) for v in exact_label_order(y)])
     return 100.0 * scipy.stats.spearmanr(dist_f, dist_y).statistic
 
@@ -209,7 +209,7 @@ def test_multilabel_key_has_exact_ties():
     np.testing.assert_array_equal(scipy.stats.rankdata(np.asarray(key)), ranks_exact)
     # float64 1 - corrcoef splits these exact ties by rounding (the reference's multi-label
     # label distance does this): more distinct values than exist.
-    noisy = ref._upper(1.0 - np.corrcoef(y.astype(np.float64)))
+    noisy = ref._common._upper(1.0 - np.corrcoef(y.astype(np.float64)))
     assert np.unique(noisy).size > len(set(exact))
 
 
@@ -490,7 +490,10 @@ def test_padded_equals_unpadded(padded, kw):
 @jax.jit
 def _multilabel_scores(x, y, mask):
     k = y.shape[1]
-    return parc(x, y, mask, num_classes=k), knn(x, y, mask, num_classes=k)
+    return (
+        parc(x, y, num_classes=k, feature_mask=mask),
+        knn(x, y, num_classes=k, feature_mask=mask),
+    )
 
 
 def test_padded_multilabel_matches_reference(padded):
@@ -509,7 +512,7 @@ def test_padded_equals_unpadded_logistic(logistic_probes):
     wide = logistic_probes[L_WIDE][0]
     xp, xm = pad_to(x, wide.shape[1])
     want = float(logistic(x, y, num_classes=k, train_mask=train))
-    assert_same_fit(logistic(xp, y, xm, num_classes=k, train_mask=train), want, train)
+    assert_same_fit(logistic(xp, y, feature_mask=xm, train_mask=train), want, train)
 
 
 # ------------------------------------------------------------------------------------------
@@ -655,13 +658,13 @@ BAD_CALLS = [
     ("labels", lambda: parc(_features(n=3), np.arange(3), num_classes=3)),
     ("labels", lambda: parc(_features(), np.eye(3)[Y12] * 0, num_classes=3)),
     ("labels", lambda: parc(_features(), np.tile([[1.0, 0.0, 1.0]], (12, 1)), num_classes=3)),
-    ("feature_mask", lambda: parc(_features(), Y12, np.ones(3, bool), num_classes=3)),
-    ("feature_mask", lambda: parc(_features(), Y12, np.zeros(4, bool), num_classes=3)),
+    ("feature_mask", lambda: parc(_features(), Y12, feature_mask=np.ones(3, bool))),
+    ("feature_mask", lambda: parc(_features(), Y12, feature_mask=np.zeros(4, bool))),
     ("n_dims", lambda: parc(_features(), Y12, num_classes=3, n_dims=0)),
     ("num_classes", lambda: parc(_features(), Y12, num_classes=3.0)),
     ("reference_features", lambda: rsa(_features(), _features(n=11))),
     ("reference_features", lambda: dds(_features(), np.ones((12, 2), np.float32))),
-    ("reference_mask", lambda: rsa(_features(), _features(), None, np.ones(5, bool))),
+    ("reference_mask", lambda: rsa(_features(), _features(), reference_mask=np.ones(5, bool))),
     ("features", lambda: dds(_features(n=3), _features(n=3))),
     ("features", lambda: knn(_features(n=1), np.array([0]), num_classes=2)),
     ("labels", lambda: knn(_features(), Y12 + 5, num_classes=3)),
@@ -732,7 +735,7 @@ def _fast_vs_exact_parc(features: np.ndarray, labels: np.ndarray, k: int) -> tup
 
 
 def test_fast_pca_parc_within_two_tenths_of_exact():
-    """METRICS.md: the subspace-iteration PCA must stay within 0.2 PARC points of exact."""
+    """docs/metrics.md: the subspace-iteration PCA must stay within 0.2 PARC points of exact."""
     from parc_jax.synthetic import synthetic_features
 
     rng = np.random.default_rng(11)

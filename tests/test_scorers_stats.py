@@ -10,6 +10,7 @@ eigen-decompositions are well conditioned.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import warnings
 
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 from conftest import backend_rtol
 
+import parc_jax
 from parc_jax import numerics
 from parc_jax import reference as ref
+from parc_jax.scorers import _common
 from parc_jax.scorers.gbc import gbc, gbc_core, gbc_spherical, gbc_spherical_core
 from parc_jax.scorers.hscore import (
     DegenerateScoreWarning,
@@ -32,6 +35,7 @@ from parc_jax.scorers.hscore import (
 )
 from parc_jax.scorers.logme import logme, logme_core
 from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
+from parc_jax.scorers.registry import SCORERS
 from parc_jax.scorers.transrate import transrate, transrate_core
 
 # The package re-exports the scorer functions under the module names (parc_jax.scorers.gbc is
@@ -220,7 +224,7 @@ def test_prob_padding_equals_unpadded(name: str) -> None:
 
 
 def test_logme_zero_columns_without_mask_do_not_change_the_score() -> None:
-    # The METRICS.md trap: with n < d an SVD lists n singular values; the evidence must count
+    # The docs/metrics.md trap: with n < d an SVD lists n singular values; the evidence must count
     # the d - n zero eigenvalues too. Appending zero columns (no mask) adds only zeros to the
     # spectrum, so the score must not move (a dropped d/2 log(alpha) would shift it).
     x, y, k = CASES["d_gt_n"]
@@ -330,11 +334,12 @@ def test_transrate_class_blocks_equal_the_block_diagonal_gram(
     assert transrate_mod._class_term_form(n, d, k, block) == "blocks"
     assert transrate_mod._class_term_form(n, d, k, None) != "blocks"
     core = jax.jit(transrate_core, static_argnames=("num_classes", "class_block"))
-    args = (jnp.asarray(xp, jnp.float32), jnp.asarray(y), jnp.asarray(mask))
-    blocks = float(core(*args, num_classes=k, class_block=block))
+    args = (jnp.asarray(xp, jnp.float32), jnp.asarray(y))
+    kw = {"feature_mask": jnp.asarray(mask), "num_classes": k}
+    blocks = float(core(*args, **kw, class_block=block))
     # the n x n Gram form, even where the feature side would be cheaper
     monkeypatch.setattr(transrate_mod, "_class_term_form", lambda *a: "gram")
-    gram = float(core(*args, num_classes=k, class_block=None))
+    gram = float(core(*args, **kw, class_block=None))
     assert _close(blocks, gram, rtol=1e-5), (blocks, gram)
     want = ref.transrate(x.astype(np.float64), y, num_classes=k)
     assert _close(blocks, want), (blocks, want)
@@ -349,11 +354,12 @@ def test_transrate_class_blocks_zero_the_null_eigenvalues(monkeypatch: pytest.Mo
     x = np.zeros((60, 6), np.float32)
     x[:, :3] = rng.normal(size=(60, 3)) + y[:, None]  # 3 live columns, 3 dead units
     core = jax.jit(transrate_core, static_argnames=("num_classes", "class_block"))
-    args = (jnp.asarray(x), jnp.asarray(y), jnp.ones(6, bool))
+    args = (jnp.asarray(x), jnp.asarray(y))
+    kw = {"feature_mask": jnp.ones(6, bool), "num_classes": 3, "class_block": 32}
     got = {}
     for form in ("blocks", "gram"):
         monkeypatch.setattr(transrate_mod, "_class_term_form", lambda *a, f=form: f)
-        got[form] = float(core(*args, num_classes=3, class_block=32))
+        got[form] = float(core(*args, **kw))
     want = ref.transrate(x.astype(np.float64), y, num_classes=3)
     assert _close(got["blocks"], want), got
     assert _close(got["blocks"], got["gram"], rtol=1e-5), got
@@ -365,16 +371,17 @@ def test_transrate_from_the_pca_spectrum_equals_its_own(case: str) -> None:
     covariance side otherwise, where TransRate alone takes a Cholesky): same score."""
     x, y, k = CASES[case]
     xp, mask = _pad(x, x.shape[1] + 5)
-    args = (jnp.asarray(xp), jnp.asarray(y), jnp.asarray(mask))
+    args = (jnp.asarray(xp), jnp.asarray(y))
     block = transrate_mod.class_block_size(y, k)
+    kw = {"feature_mask": jnp.asarray(mask), "num_classes": k, "class_block": block}
     core = jax.jit(transrate_core, static_argnames=("num_classes", "class_block"))
-    own = float(core(*args, num_classes=k, class_block=block))
+    own = float(core(*args, **kw))
     for mode in numerics.PCA_MODES:
         with numerics.pca_mode(mode):
             _, spectrum = jax.jit(
                 lambda f, m: numerics.reduce_features_many(f, m, (8,), spectrum=True)
-            )(args[0], args[2])
-        got = float(core(*args, num_classes=k, class_block=block, spectrum=tuple(spectrum)))
+            )(args[0], kw["feature_mask"])
+        got = float(core(*args, **kw, spectrum=tuple(spectrum)))
         assert _close(got, own, rtol=1e-5), (mode, got, own)
 
 
@@ -392,7 +399,7 @@ def test_ledoit_wolf_shrinkage_matches_reference() -> None:
     def shrinkage(features):
         z = numerics.center(features)
         d_valid = jnp.float32(features.shape[1])
-        _, g, _ = hscore_mod._spectrum(z, d_valid)
+        _, g, _ = _common.spectrum(z, d_valid)
         return hscore_mod._ledoit_wolf_shrinkage(z, g, d_valid, d_valid)
 
     alpha, mu = shrinkage(jnp.asarray(x))
@@ -611,3 +618,74 @@ def test_prob_scorers_reject_bad_input(name: str) -> None:
         labels = kwargs.pop("labels")
         with pytest.raises(ValueError, match=match):
             fn(probs, labels, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# One signature per scorer family
+
+FAMILIES = {
+    "features": (
+        ("features", "labels"),
+        ("num_classes", "n_dims", "feature_mask"),
+        ["parc", "knn", "logistic", "logme", "transrate", "hscore", "hscore_shrink", "gbc",
+         "gbc_spherical"],
+    ),
+    "reference": (
+        ("features", "reference_features"),
+        ("n_dims", "feature_mask", "reference_mask"),
+        ["rsa", "dds"],
+    ),
+    "probs": (("probs", "labels"), ("num_classes", "prob_mask"), ["leep", "nce"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_scorer_signatures_per_family(family: str) -> None:
+    """Two positional arrays, then keyword-only options in the family's order (extras such as
+    transrate's ``eps`` after them); the public default ``n_dims`` is the registry's, and
+    the cores take the same keyword-only options."""
+    arrays, options, names = FAMILIES[family]
+    for name in names:
+        spec = SCORERS[name]
+        for fn in (spec.fn, spec.core):
+            params = list(inspect.signature(fn).parameters.values())
+            assert tuple(p.name for p in params[:2]) == arrays, (name, fn)
+            assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[:2]), (name, fn)
+            assert all(p.kind is p.KEYWORD_ONLY for p in params[2:]), (name, fn)
+            keywords = [p.name for p in params[2:]]
+            assert keywords[: len(options)] == list(options), (name, fn, keywords)
+            defaults = {p.name: p.default for p in params[2:]}
+            if "n_dims" in options:
+                assert defaults["n_dims"] == spec.default_dims, name
+        defaults = {p.name: p.default for p in inspect.signature(spec.fn).parameters.values()}
+        assert all(defaults[o] is None for o in options if o != "n_dims"), (name, defaults)
+
+
+def test_feature_scorers_infer_num_classes() -> None:
+    """``name(features, labels)`` alone: K is read from concrete labels (``max + 1``, or the
+    columns of a multi-label matrix), the same score as with ``num_classes`` given."""
+    x, y, k = CASES["tiny_b"]
+    for name in FAMILIES["features"][2]:
+        fn = getattr(parc_jax, name)
+        assert float(fn(x, y)) == float(fn(x, y, num_classes=k)), name
+    multi = np.eye(3, dtype=np.float32)[np.arange(20) % 3]
+    multi[:, 0] = 1.0
+    for fn in (parc_jax.parc, parc_jax.knn):
+        assert float(fn(x, multi)) == float(fn(x, multi, num_classes=3))
+    # logistic's default split is stratified_half(labels, seed=0)
+    train = parc_jax.stratified_half(y, seed=0)
+    assert float(parc_jax.logistic(x, y)) == float(parc_jax.logistic(x, y, train_mask=train))
+
+
+def test_num_classes_is_required_with_traced_labels() -> None:
+    """Inside jit/vmap the labels have no values: one ValueError naming num_classes."""
+    x, y, k = CASES["tiny_b"]
+    p, py, _ = PROB_CASES["tiny"]
+    cases = [(getattr(parc_jax, n), x, y) for n in FAMILIES["features"][2]]
+    cases += [(getattr(parc_jax, n), p, py) for n in FAMILIES["probs"][2]]
+    for fn, a, labels in cases:
+        with pytest.raises(ValueError, match=r"num_classes: .* jit/vmap"):
+            jax.jit(lambda a, labels, fn=fn: fn(a, labels))(a, labels)
+    # concrete labels with traced features still give K
+    got = jax.jit(lambda f: parc_jax.knn(f, y))(x)
+    assert float(got) == float(parc_jax.knn(x, y, num_classes=k))

@@ -18,9 +18,11 @@ import numpy as np
 import optax
 import pytest
 
-from parc_jax import training as tr
-from parc_jax.data import default_data_dir, load_dataset
-from parc_jax.zoo import init_variables, make_model
+from parc_jax.groundtruth import main as gt_main
+from parc_jax.groundtruth import pipeline, presets
+from parc_jax.groundtruth import train as tr
+from parc_jax.groundtruth.data import default_data_dir, load_dataset
+from parc_jax.groundtruth.zoo import init_variables, make_model
 
 pytestmark = pytest.mark.skipif(
     not (default_data_dir() / "usps.npz").is_file(), reason="needs ../shared/data"
@@ -200,27 +202,27 @@ def test_bad_train_arguments(usps):
     with pytest.raises(ValueError, match="grid"):
         tr.train(MODEL, v, usps.train, num_classes=10, learning_rates=[0.1], grid="pmap", **kw)
     with pytest.raises(ValueError, match="preset"):
-        tr.get_preset("huge")
+        presets.get_preset("huge")
 
 
 def test_run_dir_records_its_preset_and_refuses_another(tmp_path):
-    tiny, mini = tr.get_preset("tiny"), tr.get_preset("mini")
-    tr.check_run_dir(tiny, tmp_path)  # first use: the record is written
+    tiny, mini = presets.get_preset("tiny"), presets.get_preset("mini")
+    pipeline.check_run_dir(tiny, tmp_path)  # first use: the record is written
     assert (tmp_path / "preset.json").is_file()
-    tr.check_run_dir(tiny, tmp_path)  # same preset: accepted
+    pipeline.check_run_dir(tiny, tmp_path)  # same preset: accepted
     with pytest.raises(ValueError, match="made with preset tiny.*use another --run-dir"):
-        tr.check_run_dir(mini, tmp_path)
+        pipeline.check_run_dir(mini, tmp_path)
     with pytest.raises(ValueError, match="made with preset tiny"):
-        tr.train_sources(mini, tmp_path, progress=False)
+        pipeline.train_sources(mini, tmp_path, progress=False)
     changed = dataclasses.replace(tiny, finetune_lrs=(0.1,))  # same name, another recipe
     with pytest.raises(ValueError, match="finetune_lrs"):
-        tr.run_transfers(changed, tmp_path, progress=False)
+        pipeline.run_transfers(changed, tmp_path, progress=False)
     argv = ["--preset", "mini", "--run-dir", str(tmp_path), "--no-progress", "--compile-cache", ""]
-    assert tr.stage_main("sources", argv) == 2
+    assert gt_main.stage_main("sources", argv) == 2
     old = tmp_path / "old"  # an older run dir without the record: accepted, record written
     old.mkdir()
     (old / "sources.csv").write_text("architecture,source\n")
-    tr.check_run_dir(mini, old)
+    pipeline.check_run_dir(mini, old)
     assert '"mini"' in (old / "preset.json").read_text()
 
 
@@ -229,10 +231,10 @@ def test_interrupted_stage_time_is_recorded(tmp_path, monkeypatch):
         time.sleep(0.05)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, "stage_datasets", interrupted)
+    monkeypatch.setattr(pipeline, "stage_datasets", interrupted)
     for _ in range(2):
         with pytest.raises(KeyboardInterrupt):
-            tr.train_sources(tr.get_preset("tiny"), tmp_path, progress=False)
+            pipeline.train_sources(presets.get_preset("tiny"), tmp_path, progress=False)
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert timings["sources"] >= 0.1
 
@@ -256,13 +258,14 @@ def _summarize(monkeypatch, *args):
 
 def _fake_run(run_dir, n=3):
     run_dir.mkdir()
-    preset = tr.get_preset("tiny")
+    preset = presets.get_preset("tiny")
     rows = [{"architecture": a, "source": s, "target": t, "accuracy": "50", "lr": "0.1",
              "epochs": 4, "seconds": "1"} for a, s, t in preset.transfers()[:n]]  # fmt: skip
-    tr.write_csv(run_dir / "oracle.csv", tr.ORACLE_COLUMNS, rows)
-    for name, cols in (("sources.csv", tr.SOURCES_COLUMNS), ("scratch.csv", tr.SCRATCH_COLUMNS),
-                       ("grid.csv", tr.GRID_COLUMNS)):  # fmt: skip
-        tr.write_csv(run_dir / name, cols, [])
+    pipeline.write_csv(run_dir / "oracle.csv", pipeline.ORACLE_COLUMNS, rows)
+    for name, cols in (("sources.csv", pipeline.SOURCES_COLUMNS),
+                       ("scratch.csv", pipeline.SCRATCH_COLUMNS),
+                       ("grid.csv", pipeline.GRID_COLUMNS)):  # fmt: skip
+        pipeline.write_csv(run_dir / name, cols, [])
     (run_dir / "timings.json").write_text("{}\n")
 
 

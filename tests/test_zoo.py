@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from parc_jax.zoo import ARCHITECTURES, count_params, init_variables, make_model, model_depth
+from parc_jax.groundtruth.zoo import (
+    ARCHITECTURES,
+    count_params,
+    init_variables,
+    make_model,
+    model_depth,
+)
 
 EXPECTED_DEPTH = {"alexnet": 8, "resnet14": 14, "resnet26": 26, "mixer": 18}
 FEATURES = {"alexnet": 8, "resnet14": 4, "resnet26": 4, "mixer": 4}  # x width

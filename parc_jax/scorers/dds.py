@@ -1,4 +1,8 @@
-"""DDS: Duality Diagram Similarity (Dwivedi et al. 2020) as debiased CKA of distance matrices.
+"""DDS: Duality Diagram Similarity as debiased CKA of distance matrices.
+
+Paper: Dwivedi, Huang, Cichy, Roig, "Duality Diagram Similarity: a generic framework for
+initialization selection in task transfer learning", ECCV 2020
+(https://arxiv.org/abs/2008.02107). Definition as computed here: ``docs/metrics.md``.
 
 Both feature sets are reduced (default 64 dims) and standardised; each gives a cosine-distance
 matrix ``1 - cos(rows)``; the score is the debiased, centred CKA of the two matrices
@@ -16,18 +20,28 @@ factors cancel in CKA.
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.scorers.hscore import DegenerateScoreWarning
-from parc_jax.scorers.parc import _after_pca, _reduce, prepare_pair
+from parc_jax.scorers._common import DegenerateScoreWarning, after_pca, prepare_pair
 from parc_jax.validation import is_traced
 
-__all__ = ["cosine_distance", "dds", "dds_core", "dds_is_degenerate", "u_centre"]
+__all__ = [
+    "DDS_N_DIMS",
+    "DegenerateScoreWarning",
+    "cosine_distance",
+    "dds",
+    "dds_core",
+    "dds_is_degenerate",
+    "u_centre",
+]
+
+#: Default PCA width of ``dds`` (both the model's and the reference's features).
+DDS_N_DIMS = 64
 
 
 def dds_is_degenerate(n: int, width: int, n_dims: int | None) -> bool:
@@ -64,10 +78,10 @@ def u_centre(k: jax.Array) -> jax.Array:
 def dds_core(
     features: jax.Array,
     reference_features: jax.Array,
+    *,
+    n_dims: int | None = DDS_N_DIMS,
     feature_mask: jax.Array | None = None,
     reference_mask: jax.Array | None = None,
-    *,
-    n_dims: int | None = 64,
 ) -> jax.Array:
     """DDS x100 for one model (pure; jit/vmap-able, no checks); NaN when either distance
     matrix is constant off the diagonal (undefined).
@@ -75,8 +89,10 @@ def dds_core(
     ``features: [n, d]``, ``reference_features: [n, d_r]``, masks ``bool [d]`` / ``[d_r]``;
     ``n >= 4``.
     """
-    x, xm = _reduce(features, feature_mask, n_dims)
-    r, rm = _reduce(_after_pca(reference_features, x, n_dims), reference_mask, n_dims)
+    x, xm = numerics.reduce_features(features, feature_mask, n_dims)
+    r, rm = numerics.reduce_features(
+        after_pca(reference_features, x, n_dims), reference_mask, n_dims
+    )
     dx = cosine_distance(numerics.standardize(x, xm))
     dr = cosine_distance(numerics.standardize(r, rm))
     ux, ur = u_centre(dx), u_centre(dr)
@@ -98,20 +114,47 @@ _dds_jit = numerics.jit_per_pca_mode(dds_core, static_argnames=("n_dims",))
 
 
 def dds(
-    features: Any,
-    reference_features: Any,
-    feature_mask: Any = None,
-    reference_mask: Any = None,
+    features: ArrayLike,
+    reference_features: ArrayLike,
     *,
-    n_dims: int | None = 64,
+    n_dims: int | None = DDS_N_DIMS,
+    feature_mask: ArrayLike | None = None,
+    reference_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """Duality Diagram Similarity x100 against a target-trained reference model.
+    """DDS: debiased CKA of a model's and a reference model's cosine-distance matrices, x100.
 
-    ``features: [n, d]``, ``reference_features: [n, d_r]`` (same probe images, same order),
-    optional column masks. Reduce both to ``n_dims`` (exact PCA; ``None``: none), standardise,
-    cosine-distance matrices, debiased CKA. Needs ``n >= 4`` probe images (the unbiased HSIC
-    divides by ``n - 3``). Labels are not used. Warns with ``DegenerateScoreWarning`` when the
-    PCA width reaches ``n - 1`` (:func:`dds_is_degenerate`: the score is then noise).
+    Both feature sets are reduced to ``n_dims`` (exact PCA) and standardised; each gives a
+    cosine-distance matrix ``1 - cos(rows)``, and the score is their debiased, centred CKA
+    (unbiased HSIC). The reference is a model trained on the target task. Labels are not
+    used. Warns with :class:`DegenerateScoreWarning` when the PCA width reaches ``n - 1``
+    (:func:`dds_is_degenerate`: the score is then rounding noise).
+
+    Args:
+      features: float ``[n, d]``, the scored model's features of the ``n >= 4`` probe images.
+      reference_features: float ``[n, d_r]``, the reference model's features of the same
+        probe images in the same order.
+      n_dims: PCA width for both inputs; None: no reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+      reference_mask: bool ``[d_r]``, the same for ``reference_features``.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 inputs), DDS x100 in ``[-100, 100]``,
+      higher = predicted to transfer better; NaN when either distance matrix is constant.
+      Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.dds import dds
+      >>> rng = np.random.default_rng(0)
+      >>> reference = rng.normal(size=(30, 8))
+      >>> features = reference @ rng.normal(size=(8, 12)) + 0.1 * rng.normal(size=(30, 12))
+      >>> bool(dds(features, reference, n_dims=4) > 50)
+      True
+
+    References:
+      Dwivedi, Huang, Cichy, Roig. "Duality Diagram Similarity: a generic framework for
+      initialization selection in task transfer learning". ECCV 2020.
+      https://arxiv.org/abs/2008.02107
     """
     traced = is_traced(features, reference_features, feature_mask, reference_mask)
     features, reference_features, feature_mask, reference_mask = prepare_pair(
@@ -127,4 +170,10 @@ def dds(
             DegenerateScoreWarning,
             stacklevel=2,
         )
-    return _dds_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)
+    return _dds_jit(
+        features,
+        reference_features,
+        n_dims=n_dims,
+        feature_mask=feature_mask,
+        reference_mask=reference_mask,
+    )

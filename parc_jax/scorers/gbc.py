@@ -1,4 +1,8 @@
-"""GBC, the Gaussian Bhattacharyya Coefficient (Pandy et al. 2022).
+"""GBC, the Gaussian Bhattacharyya Coefficient: overlap of per-class Gaussians.
+
+Paper: Pándy, Agostinelli, Uijlings, Ferrari, Mensink, "Transferability Estimation using
+Bhattacharyya Class Separability", CVPR 2022 (https://arxiv.org/abs/2111.12780). Definitions
+as computed here: ``docs/metrics.md``.
 
 Each target class ``c`` present in the probe is modelled by a Gaussian on the (PCA-64)
 features: the class mean ``mu_c`` and the per-dimension population variance, floored at
@@ -16,7 +20,7 @@ Spherical variant: ``v_c`` is the mean over the valid dimensions of the class's 
 variances, floored at 1e-4 (as ``parc_jax.reference``; Pandy et al.'s code floors each
 dimension before averaging, which differs only when a dimension's variance is below 1e-4).
 Its log-determinant ``ln det(v_c I_f) = f ln v_c`` is multiplied by the dimension ``f``
-(METRICS.md trap: the published code omitted the factor).
+(docs/metrics.md trap: the published code omitted the factor).
 
 Means and variances are computed with one-hot matmuls over the static ``num_classes``
 (variance in two passes, around the class mean). The pairwise tensor ``[K, K, F]`` of the
@@ -26,17 +30,25 @@ diagonal case is built at once when it is small and otherwise row block by row b
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.scorers.hscore import _class_sums, _prepare, _reduce
+from parc_jax.scorers._common import class_sums, prepare_features
 
-__all__ = ["GBC_VAR_FLOOR", "gbc", "gbc_core", "gbc_spherical", "gbc_spherical_core"]
+__all__ = [
+    "GBC_N_DIMS",
+    "GBC_VAR_FLOOR",
+    "gbc",
+    "gbc_core",
+    "gbc_spherical",
+    "gbc_spherical_core",
+]
 
+#: Default PCA width of ``gbc`` and ``gbc_spherical`` (the paper's 64 dimensions).
+GBC_N_DIMS = 64
 GBC_VAR_FLOOR = 1e-4
 _PAIR_BLOCK_ELEMENTS = 2**20
 
@@ -51,7 +63,7 @@ def _class_gaussians(
     distances' Gram form ``|a|^2 + |b|^2 - 2 a.b`` does not cancel.
     """
     x = numerics.center(x, valid)
-    onehot, counts = _class_sums(labels, num_classes, x.dtype)
+    onehot, counts = class_sums(labels, num_classes, x.dtype)
     safe = jnp.where(counts > 0, counts, 1.0)[:, None]
     means = numerics.matmul(onehot.T, x) / safe
     dev = x - means[labels]
@@ -103,16 +115,16 @@ def _spherical_distances(means: jax.Array, var: jax.Array, valid: jax.Array) -> 
 def gbc_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = 64,
+    n_dims: int | None = GBC_N_DIMS,
+    feature_mask: jax.Array | None = None,
 ) -> jax.Array:
     """GBC with diagonal Gaussians for one model (pure; jit/vmap-able, no checks).
 
     ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``.
     """
-    x, valid = _reduce(features, feature_mask, n_dims)
+    x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     means, var, counts = _class_gaussians(x, labels, valid, num_classes)
     var = jnp.maximum(var, GBC_VAR_FLOOR)
     return _pair_sum(_diagonal_distances(means, var, valid), counts > 0)
@@ -121,16 +133,16 @@ def gbc_core(
 def gbc_spherical_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = 64,
+    n_dims: int | None = GBC_N_DIMS,
+    feature_mask: jax.Array | None = None,
 ) -> jax.Array:
     """GBC with spherical Gaussians for one model (pure; jit/vmap-able, no checks).
 
     ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``.
     """
-    x, valid = _reduce(features, feature_mask, n_dims)
+    x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     means, var, counts = _class_gaussians(x, labels, valid, num_classes)
     f_valid = jnp.sum(valid.astype(x.dtype))
     sphere = jnp.maximum(jnp.sum(var, axis=1) / f_valid, GBC_VAR_FLOOR)  # [K]
@@ -144,38 +156,97 @@ _gbc_spherical_jit = numerics.jit_per_pca_mode(
 
 
 def gbc(
-    features: Any,
-    labels: Any,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    n_dims: int | None = 64,
-    feature_mask: Any = None,
+    n_dims: int | None = GBC_N_DIMS,
+    feature_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """GBC (Pandy et al. 2022) with diagonal Gaussians, in ``[-K(K-1), 0]``.
+    """GBC with diagonal Gaussians: minus the summed Bhattacharyya overlap of class pairs.
 
-    ``features: [n, d]``, ``labels: int [n]``, ``num_classes``: K (default ``max + 1``),
-    ``n_dims``: PCA width (None = no reduction), ``feature_mask: bool [d]`` valid columns.
-    Raises ``ValueError`` on bad input, including multi-label targets.
+    Each class present is a Gaussian with its mean and per-dimension population variance
+    (floored at ``GBC_VAR_FLOOR``) on the reduced features; the score is
+    ``-sum_{c != c'} exp(-D_B(c, c'))`` over ordered pairs of present classes
+    (docs/metrics.md).
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only, >= 1 sample per
+        class present).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: PCA width; None: no reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), GBC in ``[-K(K-1), 0]``
+      (unitless, ``K`` the classes present), higher = better separated classes = predicted
+      to transfer better. Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.gbc import gbc
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 20)
+      >>> good = rng.normal(size=(60, 8)) + 3.0 * np.eye(3, 8)[labels]
+      >>> noise = rng.normal(size=(60, 8))
+      >>> bool(gbc(noise, labels) < gbc(good, labels) <= 0)
+      True
+
+    References:
+      Pándy, Agostinelli, Uijlings, Ferrari, Mensink. "Transferability Estimation using
+      Bhattacharyya Class Separability". CVPR 2022. https://arxiv.org/abs/2111.12780
     """
-    x, y, mask, k, _ = _prepare(features, labels, feature_mask, num_classes, n_dims, "gbc")
-    return _gbc_jit(x, y, mask, num_classes=k, n_dims=n_dims)
+    x, y, mask, k, _ = prepare_features(features, labels, feature_mask, num_classes, n_dims, "gbc")
+    return _gbc_jit(x, y, num_classes=k, n_dims=n_dims, feature_mask=mask)
 
 
 def gbc_spherical(
-    features: Any,
-    labels: Any,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    n_dims: int | None = 64,
-    feature_mask: Any = None,
+    n_dims: int | None = GBC_N_DIMS,
+    feature_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """GBC with spherical Gaussians (one variance per class), in ``[-K(K-1), 0]``.
+    """GBC with spherical Gaussians: one variance per class instead of one per dimension.
 
-    ``features: [n, d]``, ``labels: int [n]``, ``num_classes``: K (default ``max + 1``),
-    ``n_dims``: PCA width (None = no reduction), ``feature_mask: bool [d]`` valid columns.
-    Raises ``ValueError`` on bad input, including multi-label targets.
+    As :func:`gbc`, with each class's variance the mean of its per-dimension population
+    variances (floored at ``GBC_VAR_FLOOR``) and the log-determinant multiplied by the
+    dimension (docs/metrics.md).
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only, >= 1 sample per
+        class present).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: PCA width; None: no reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), GBC in ``[-K(K-1), 0]``
+      (unitless, ``K`` the classes present), higher = better separated classes = predicted
+      to transfer better. Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.gbc import gbc_spherical
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 20)
+      >>> good = rng.normal(size=(60, 8)) + 3.0 * np.eye(3, 8)[labels]
+      >>> noise = rng.normal(size=(60, 8))
+      >>> bool(gbc_spherical(noise, labels) < gbc_spherical(good, labels) <= 0)
+      True
+
+    References:
+      Pándy, Agostinelli, Uijlings, Ferrari, Mensink. "Transferability Estimation using
+      Bhattacharyya Class Separability". CVPR 2022. https://arxiv.org/abs/2111.12780
     """
-    x, y, mask, k, _ = _prepare(
+    x, y, mask, k, _ = prepare_features(
         features, labels, feature_mask, num_classes, n_dims, "gbc_spherical"
     )
-    return _gbc_spherical_jit(x, y, mask, num_classes=k, n_dims=n_dims)
+    return _gbc_spherical_jit(x, y, num_classes=k, n_dims=n_dims, feature_mask=mask)

@@ -1,8 +1,12 @@
 """The depth heuristic (PARC paper Eq. 4) and the depth prior "+l" (PARC paper Eq. 6).
 
+Paper: Bolya, Mittapalli, Hoffman, "Scalable Diverse Model Selection for Accessible Transfer
+Learning", NeurIPS 2021 (https://arxiv.org/abs/2111.06977). Definitions as computed here:
+``docs/metrics.md``.
+
 ``heuristic = depth + ln(source_images + target_images)``: bigger, deeper source models trained
 on more data transfer better. The authors' code used ``depth + ln|D_s| - ln|D_t|``, which ranks
-the source models of one target the same way (METRICS.md).
+the source models of one target the same way (docs/metrics.md).
 
 ``depth_prior`` adds that prior to any method: within one target, z-score the method's scores
 over the models (mean and sample std) and add ``depth / l_max``.
@@ -15,8 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
-from parc_jax.scorers.parc import _float_dtype
+from parc_jax import defaults, numerics
+from parc_jax.scorers._common import float_dtype
 from parc_jax.validation import check_positive_scalar, is_traced
 
 __all__ = ["check_l_max", "depth_prior", "depth_prior_core", "heuristic", "heuristic_core"]
@@ -32,14 +38,32 @@ def heuristic_core(
     return depth.astype(dtype) + jnp.log(source.astype(dtype) + target.astype(dtype))
 
 
-_heuristic_jit = jax.jit(heuristic_core)
+_heuristic_jit = numerics.jit_per_pca_mode(heuristic_core)
 
 
-def heuristic(depth: Any, source_images: Any, target_images: Any) -> jax.Array:
-    """PARC paper Eq. 4: ``depth + ln(source_images + target_images)``.
+def heuristic(depth: ArrayLike, source_images: ArrayLike, target_images: ArrayLike) -> jax.Array:
+    """The depth heuristic: ``depth + ln(source_images + target_images)`` (PARC paper Eq. 4).
 
-    ``depth``: the source model's layer count; ``source_images``, ``target_images``: training
-    set sizes of the source model and of the target (positive real scalars).
+    Deeper source models trained on more data are predicted to transfer better. No features
+    or labels are read.
+
+    Args:
+      depth: positive scalar, the source model's layer count.
+      source_images: positive scalar, the size of the source model's training set.
+      target_images: positive scalar, the size of the target's training set.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 inputs), the heuristic (layers plus
+      nats), higher = predicted to transfer better. Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> from parc_jax.scorers.heuristic import heuristic
+      >>> round(float(heuristic(50, 1_281_167, 5_000)), 2)
+      64.07
+
+    References:
+      Bolya, Mittapalli, Hoffman. "Scalable Diverse Model Selection for Accessible Transfer
+      Learning". NeurIPS 2021. https://arxiv.org/abs/2111.06977
     """
     if not is_traced(depth, source_images, target_images):
         args = []
@@ -52,12 +76,14 @@ def heuristic(depth: Any, source_images: Any, target_images: Any) -> jax.Array:
                 raise ValueError(f"{name}: expected a single positive number, got {value!r}")
             check_positive_scalar(value, name)
             arr = np.asarray(value)
-            args.append(jnp.asarray(arr.astype(_float_dtype(arr.dtype))))
+            args.append(jnp.asarray(arr.astype(float_dtype(arr.dtype))))
         depth, source_images, target_images = args
     return _heuristic_jit(depth, source_images, target_images)
 
 
-def depth_prior_core(scores: jax.Array, depths: jax.Array, *, l_max: float = 50.0) -> jax.Array:
+def depth_prior_core(
+    scores: jax.Array, depths: jax.Array, *, l_max: float = defaults.L_MAX
+) -> jax.Array:
     """``z(scores) + depths / l_max`` over the models of one target (pure; jit-able).
 
     ``scores, depths: [m]`` with ``m >= 2``. The z-score uses the mean and the sample std
@@ -75,7 +101,7 @@ def depth_prior_core(scores: jax.Array, depths: jax.Array, *, l_max: float = 50.
     return z + jnp.asarray(depths).astype(s.dtype) / l_max
 
 
-_depth_prior_jit = jax.jit(depth_prior_core)
+_depth_prior_jit = numerics.jit_per_pca_mode(depth_prior_core)
 
 
 def check_l_max(l_max: Any) -> float:
@@ -89,11 +115,35 @@ def check_l_max(l_max: Any) -> float:
     return float(l_max)
 
 
-def depth_prior(scores: Any, depths: Any, *, l_max: float = 50.0) -> jax.Array:
-    """PARC paper Eq. 6 within one target: ``scores [m], depths [m] -> [m]``.
+def depth_prior(
+    scores: ArrayLike, depths: ArrayLike, *, l_max: float = defaults.L_MAX
+) -> jax.Array:
+    """The depth prior "+l" within one target: z-scored scores plus ``depth / l_max``.
 
-    Each model's score becomes ``(score - mean) / std(ddof=1) + depth / l_max``; ``l_max = 50``
-    as in the paper (shallow zoos weaken the prior). A bank without depths cannot take it.
+    Each model's score becomes ``(score - mean) / std(ddof=1) + depth / l_max`` (PARC paper
+    Eq. 6); when every score is equal the z-scores are 0. A bank without depths cannot take
+    it.
+
+    Args:
+      scores: float ``[m]``, one method's scores of ``m >= 2`` models on one target (finite).
+      depths: float or int ``[m]``, the models' layer counts (finite).
+      l_max: the depth normaliser, a finite positive float; 50 as in the paper (shallow zoos
+        weaken the prior).
+
+    Returns:
+      float32 ``[m]`` (float64 under x64 with float64 scores), the combined scores (z-score
+      units), higher = predicted to transfer better. Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.heuristic import depth_prior
+      >>> out = depth_prior(np.array([1.0, 2.0, 3.0]), np.array([0, 50, 50]))
+      >>> np.round(np.asarray(out), 2).tolist()
+      [-1.0, 1.0, 2.0]
+
+    References:
+      Bolya, Mittapalli, Hoffman. "Scalable Diverse Model Selection for Accessible Transfer
+      Learning". NeurIPS 2021. https://arxiv.org/abs/2111.06977
     """
     if not is_traced(scores, depths):
         s = np.asarray(scores)
@@ -114,6 +164,6 @@ def depth_prior(scores: Any, depths: Any, *, l_max: float = 50.0) -> jax.Array:
                 "depths: contain NaN or inf; a model without a depth cannot take the depth prior"
             )
         check_l_max(l_max)
-        dtype = _float_dtype(s.dtype)
+        dtype = float_dtype(s.dtype)
         scores, depths = jnp.asarray(s.astype(dtype)), jnp.asarray(dep.astype(dtype))
     return _depth_prior_jit(scores, depths, l_max=l_max)

@@ -1,11 +1,17 @@
-"""H-Score (Bao et al. 2019) and shrinkage H-Score (Ibrahim et al. 2022).
+"""H-Score and shrinkage H-Score: class-explained feature variance.
+
+Papers: H-Score, Bao, Li, Huang, Wang, Zheng, Zhong, Wei, "An Information-Theoretic Approach
+to Transferability in Task Transfer Learning", ICIP 2019 (https://arxiv.org/abs/2212.10082);
+shrinkage H-Score, Ibrahim, Ponomareva, Mazumder, "Newer is not always better: Rethinking
+transferability metrics, their peculiarities, stability and performance", ECML PKDD 2022
+(https://arxiv.org/abs/2110.06893). Definitions as computed here: ``docs/metrics.md``.
 
 Both measure how much of the (reduced) feature variance the target classes explain:
 ``tr(pinv(Sigma_F) Cov(G))`` where row ``i`` of ``G`` is the mean feature of class ``y_i``.
 
 * ``hscore``: standardised features, ``Sigma_F = Cov F``, both covariances with ``1/(n-1)``.
   When the reduced width is ``>= n - 1`` the feature covariance is singular and the score is
-  ``K - 1`` for every model in exact arithmetic (METRICS.md trap): the public function then
+  ``K - 1`` for every model in exact arithmetic (docs/metrics.md trap): the public function then
   emits :class:`DegenerateScoreWarning`.
 * ``hscore_shrink``: centred, *not* standardised features; ``Sigma_F`` is the Ledoit-Wolf
   estimate ``(1 - a) S + a mu I`` exactly as scikit-learn's ``LedoitWolf`` (``S = X^T X / n``),
@@ -22,7 +28,7 @@ side ``v_j^T T_c = sigma_j u_j^T e_c``, so ``T_c^T pinv(A) T_c = sum_j g_j (u_j^
 space of ``X``. Class sums come from a one-hot matmul with the static ``num_classes``; an
 absent class contributes nothing. In the degenerate case (width ``>= n - 1``, Gram side) the
 sum is a projection of the class indicators and comes out ``K - 1`` in float32 too, not the
-rounding noise of a ``d x d`` pseudo-inverse (METRICS.md: 360.7 instead of 99).
+rounding noise of a ``d x d`` pseudo-inverse (docs/metrics.md: 360.7 instead of 99).
 
 Eigenvalues that are zero by construction (beyond the rank bound ``min(n, d_live)``, with
 ``d_live`` the valid non-constant columns: padding, constant columns, null PCA components)
@@ -46,22 +52,23 @@ Ledoit-Wolf shrinkage ``a``, as scikit-learn computes it (which divides by ``n``
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.validation import (
-    check_features,
-    check_labels,
-    check_mask,
-    check_n_dims,
-    is_traced,
+from parc_jax.scorers._common import (
+    DegenerateScoreWarning,
+    class_sums,
+    live_columns,
+    prepare_features,
+    spectrum,
 )
 
 __all__ = [
+    "HSCORE_N_DIMS",
     "DegenerateScoreWarning",
     "hscore",
     "hscore_core",
@@ -70,9 +77,8 @@ __all__ = [
     "hscore_shrink_core",
 ]
 
-
-class DegenerateScoreWarning(UserWarning):
-    """A score is uninformative for this input (e.g. H-Score with reduced width >= n - 1)."""
+#: Default PCA width of ``hscore`` and ``hscore_shrink``.
+HSCORE_N_DIMS = 32
 
 
 def hscore_is_degenerate(n: int, d_reduced: int, *, n_dims: int | None = None) -> bool:
@@ -84,57 +90,6 @@ def hscore_is_degenerate(n: int, d_reduced: int, *, n_dims: int | None = None) -
     """
     f = d_reduced if n_dims is None else min(n_dims, n - 1, d_reduced)
     return f >= n - 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared helpers (also used by logme, transrate and gbc)
-
-
-_reduce = numerics.reduce_features
-
-
-def _live_columns(x: jax.Array, valid: jax.Array, *, centred: bool) -> jax.Array:
-    """Number of valid columns of ``x: [n, F]`` that can add to its rank, as ``x.dtype``.
-
-    Uncentred data: the columns that are not all zero. Centred (or standardised) data: the
-    columns that are not constant, tested exactly (``max == min``) on ``x`` as given. Dead
-    units and constant columns are common in real features; with this count the rank bound
-    of :func:`_spectrum` covers them, not only padding.
-    """
-    if centred:
-        live = jnp.max(x, axis=0) != jnp.min(x, axis=0)
-    else:
-        live = jnp.any(x != 0, axis=0)
-    return jnp.sum(jnp.logical_and(live, valid)).astype(x.dtype)
-
-
-def _spectrum(x: jax.Array, rank_bound: jax.Array) -> tuple[bool, jax.Array, jax.Array]:
-    """Eigen-decomposition of the smaller of ``X^T X`` and ``X X^T`` for ``x: [n, F]``.
-
-    Returns ``(feature_side, g, vecs)``: ``feature_side`` (static) is True for the ``F x F``
-    side; ``g: [E]`` are the eigenvalues of ``X^T X`` in ascending order, ``E = min(n, F)``
-    (on the Gram side these are also its nonzero ones); ``vecs`` are the eigenvectors
-    ``[F, F]`` or ``[n, n]``. ``X`` has rank at most ``r = min(n, rank_bound)`` (the caller's
-    bound, e.g. from :func:`_live_columns`), so the smallest ``E - r`` eigenvalues are zero by
-    construction (padding, dead units, ``n > d_valid`` on the Gram side) and are set so,
-    rather than left at rounding noise of order ``eps * g_max``. Negative rounding is
-    clipped to 0.
-    """
-    n, f = x.shape
-    feature_side = f <= n
-    a = numerics.matmul(x.T, x) if feature_side else numerics.matmul(x, x.T)
-    g, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
-    e = g.shape[0]
-    rank_bound = jnp.minimum(n, rank_bound)
-    structural_zero = jnp.arange(e) < e - rank_bound
-    g = jnp.where(structural_zero, 0.0, jnp.maximum(g, 0.0))
-    return feature_side, g, vecs
-
-
-def _class_sums(labels: jax.Array, num_classes: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
-    """``(onehot [n, K], counts [K])`` for integer ``labels: [n]``."""
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
-    return onehot, jnp.sum(onehot, axis=0)
 
 
 def _class_quadratic(
@@ -149,7 +104,8 @@ def _class_quadratic(
 ) -> jax.Array:
     """``sum_c T_c^T pinv(scale X^T X + ridge I) T_c / n_c`` over present classes.
 
-    ``x: [n, F]``, ``onehot: [n, K]``, ``counts: [K]``, ``spectrum`` from :func:`_spectrum`.
+    ``x: [n, F]``, ``onehot: [n, K]``, ``counts: [K]``, ``spectrum`` from
+    :func:`_common.spectrum`.
     See the module docstring for the Gram-side identity and the pinv cutoff.
     """
     feature_side, g, vecs = spectrum
@@ -168,49 +124,6 @@ def _class_quadratic(
     return jnp.sum(jnp.where(counts > 0, per_class / jnp.where(counts > 0, counts, 1.0), 0.0))
 
 
-def _float_array(x: np.ndarray) -> jax.Array:
-    """Concrete floats as a JAX array: float16 widened to float32, float64 kept under x64."""
-    arr = jnp.asarray(x)
-    return arr if arr.dtype in (jnp.float32, jnp.float64) else arr.astype(jnp.float32)
-
-
-def _prepare(
-    features: Any,
-    labels: Any,
-    feature_mask: Any,
-    num_classes: int | None,
-    n_dims: int | None,
-    method: str,
-    *,
-    min_per_class: int = 0,
-) -> tuple[Any, Any, Any, int, int | None]:
-    """Validate a feature scorer's concrete inputs (tracers pass through unchecked).
-
-    Returns ``(features, labels, mask, num_classes, reduced width or None when traced)``.
-    """
-    check_n_dims(n_dims)
-    if is_traced(features, labels, feature_mask):
-        if num_classes is None:
-            raise ValueError(f"num_classes: {method} needs it as a static int inside jit/vmap")
-        return features, labels, feature_mask, num_classes, None
-    x = check_features(features)
-    y, k = check_labels(
-        labels,
-        num_classes=num_classes,
-        n=x.shape[0],
-        method=method,
-        min_per_class=min_per_class,
-    )
-    n, d = x.shape
-    d_valid = d
-    if feature_mask is not None:
-        check_mask(feature_mask, d, "feature_mask")
-        d_valid = int(np.count_nonzero(feature_mask))
-        feature_mask = jnp.asarray(feature_mask)
-    width = d_valid if n_dims is None else min(n_dims, n - 1, d_valid)
-    return _float_array(x), jnp.asarray(y), feature_mask, k, width
-
-
 # ---------------------------------------------------------------------------------------------
 # Scorers
 
@@ -218,23 +131,23 @@ def _prepare(
 def hscore_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = 32,
+    n_dims: int | None = HSCORE_N_DIMS,
+    feature_mask: jax.Array | None = None,
 ) -> jax.Array:
     """H-Score for one model (pure; jit/vmap-able, no checks).
 
     ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``.
     """
-    x, valid = _reduce(features, feature_mask, n_dims)
+    x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     z = numerics.standardize(x, valid)
     n = z.shape[0]
     d_valid = jnp.sum(valid).astype(z.dtype)
-    onehot, counts = _class_sums(labels, num_classes, z.dtype)
-    spectrum = _spectrum(z, _live_columns(z, valid, centred=True))
+    onehot, counts = class_sums(labels, num_classes, z.dtype)
+    spec = spectrum(z, live_columns(z, valid, centred=True))
     q = _class_quadratic(
-        z, onehot, counts, spectrum, d_valid, scale=jnp.asarray(1.0 / (n - 1), z.dtype), ridge=0.0
+        z, onehot, counts, spec, d_valid, scale=jnp.asarray(1.0 / (n - 1), z.dtype), ridge=0.0
     )
     return q / (n - 1)
 
@@ -244,8 +157,8 @@ def _ledoit_wolf_shrinkage(
 ) -> tuple[jax.Array, jax.Array]:
     """``(shrinkage a, mu)`` of centred ``x: [n, F]`` as scikit-learn's ``LedoitWolf``.
 
-    ``g: [E]`` eigenvalues of ``X^T X`` from :func:`_spectrum` called with ``rank_bound``
-    (structural zeros exact); ``d_valid`` is the dimension ``d`` of the estimate.
+    ``g: [E]`` eigenvalues of ``X^T X`` from :func:`_common.spectrum` called with
+    ``rank_bound`` (structural zeros exact); ``d_valid`` is the dimension ``d`` of the estimate.
     """
     n = x.shape[0]
     e = g.shape[0]
@@ -267,25 +180,25 @@ def _ledoit_wolf_shrinkage(
 def hscore_shrink_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = 32,
+    n_dims: int | None = HSCORE_N_DIMS,
+    feature_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Shrinkage (Ledoit-Wolf) H-Score for one model (pure; jit/vmap-able, no checks).
 
     ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``.
     """
-    x, valid = _reduce(features, feature_mask, n_dims)
+    x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     z = numerics.center(x, valid)
     n = z.shape[0]
     d_valid = jnp.sum(valid).astype(z.dtype)
-    onehot, counts = _class_sums(labels, num_classes, z.dtype)
-    live = _live_columns(z, valid, centred=True)
-    spectrum = _spectrum(z, live)
-    alpha, mu = _ledoit_wolf_shrinkage(z, spectrum[1], d_valid, live)
+    onehot, counts = class_sums(labels, num_classes, z.dtype)
+    live = live_columns(z, valid, centred=True)
+    spec = spectrum(z, live)
+    alpha, mu = _ledoit_wolf_shrinkage(z, spec[1], d_valid, live)
     q = _class_quadratic(
-        z, onehot, counts, spectrum, d_valid, scale=(1.0 - alpha) / n, ridge=alpha * mu
+        z, onehot, counts, spec, d_valid, scale=(1.0 - alpha) / n, ridge=alpha * mu
     )
     return (1.0 - alpha) * q / (n - 1)
 
@@ -297,21 +210,50 @@ _hscore_shrink_jit = numerics.jit_per_pca_mode(
 
 
 def hscore(
-    features: Any,
-    labels: Any,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    n_dims: int | None = 32,
-    feature_mask: Any = None,
+    n_dims: int | None = HSCORE_N_DIMS,
+    feature_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """H-Score (Bao et al. 2019) on standardised (reduced) features, >= 0.
+    """H-Score: the share of the standardised feature variance that the classes explain.
 
-    ``features: [n, d]``, ``labels: int [n]``, ``num_classes``: K (default ``max + 1``),
-    ``n_dims``: PCA width (None = no reduction), ``feature_mask: bool [d]`` valid columns.
-    Warns with :class:`DegenerateScoreWarning` when the reduced width is ``>= n - 1`` (the
-    score is then ``K - 1`` whatever the features). Raises ``ValueError`` on bad input.
+    ``tr(pinv(Cov F) Cov(G))`` on the reduced, standardised features ``F``, where row ``i``
+    of ``G`` is the mean feature of class ``y_i`` (docs/metrics.md). Warns with
+    :class:`DegenerateScoreWarning` when the reduced width is ``>= n - 1``: the feature
+    covariance is then singular and the score is ``K - 1`` whatever the features.
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: PCA width; None: no reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), H-Score in ``[0, K - 1]``
+      (unitless), higher = predicted to transfer better. Raises ``ValueError`` on invalid
+      input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.hscore import hscore
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 20)
+      >>> features = rng.normal(size=(60, 8)) + 3.0 * np.eye(3, 8)[labels]
+      >>> bool(0.5 < hscore(features, labels) <= 2.0)
+      True
+
+    References:
+      Bao, Li, Huang, Wang, Zheng, Zhong, Wei. "An Information-Theoretic Approach to
+      Transferability in Task Transfer Learning". ICIP 2019. https://arxiv.org/abs/2212.10082
     """
-    x, y, mask, k, width = _prepare(features, labels, feature_mask, num_classes, n_dims, "hscore")
+    x, y, mask, k, width = prepare_features(
+        features, labels, feature_mask, num_classes, n_dims, "hscore"
+    )
     if width is not None and hscore_is_degenerate(x.shape[0], width):
         present = int(np.unique(np.asarray(y)).size)
         warnings.warn(
@@ -322,24 +264,52 @@ def hscore(
             DegenerateScoreWarning,
             stacklevel=2,
         )
-    return _hscore_jit(x, y, mask, num_classes=k, n_dims=n_dims)
+    return _hscore_jit(x, y, num_classes=k, n_dims=n_dims, feature_mask=mask)
 
 
 def hscore_shrink(
-    features: Any,
-    labels: Any,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    n_dims: int | None = 32,
-    feature_mask: Any = None,
+    n_dims: int | None = HSCORE_N_DIMS,
+    feature_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """Shrinkage H-Score (Ibrahim et al. 2022) with the Ledoit-Wolf covariance, >= 0.
+    """Shrinkage H-Score: H-Score with a Ledoit-Wolf feature covariance on centred features.
 
-    ``features: [n, d]``, ``labels: int [n]``, ``num_classes``: K (default ``max + 1``),
-    ``n_dims``: PCA width (None = no reduction), ``feature_mask: bool [d]`` valid columns.
-    Raises ``ValueError`` on bad input.
+    ``tr(pinv(Sigma_F) (1 - a) Cov(G))`` with ``Sigma_F = (1 - a) S + a mu I`` the
+    Ledoit-Wolf estimate of scikit-learn's ``LedoitWolf`` on the reduced, centred (not
+    standardised) features (docs/metrics.md).
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: PCA width; None: no reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), shrinkage H-Score ``>= 0``
+      (unitless), higher = predicted to transfer better. Raises ``ValueError`` on invalid
+      input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.hscore import hscore_shrink
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 20)
+      >>> features = rng.normal(size=(60, 8)) + 3.0 * np.eye(3, 8)[labels]
+      >>> bool(hscore_shrink(features, labels) > 0.5)
+      True
+
+    References:
+      Ibrahim, Ponomareva, Mazumder. "Newer is not always better: Rethinking transferability
+      metrics, their peculiarities, stability and performance". ECML PKDD 2022.
+      https://arxiv.org/abs/2110.06893
     """
-    x, y, mask, k, _ = _prepare(
+    x, y, mask, k, _ = prepare_features(
         features, labels, feature_mask, num_classes, n_dims, "hscore_shrink"
     )
-    return _hscore_shrink_jit(x, y, mask, num_classes=k, n_dims=n_dims)
+    return _hscore_shrink_jit(x, y, num_classes=k, n_dims=n_dims, feature_mask=mask)

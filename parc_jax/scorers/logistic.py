@@ -1,5 +1,9 @@
 """Logistic-regression probe: held-out accuracy of an L2 multinomial model fit on half the probe.
 
+A baseline of the PARC paper's comparison (Table 1): Bolya, Mittapalli, Hoffman, "Scalable
+Diverse Model Selection for Accessible Transfer Learning", NeurIPS 2021
+(https://arxiv.org/abs/2111.06977). Definition as computed here: ``docs/metrics.md``.
+
 Definition (docs/architecture.md, shared with the reference): features, after optional PCA
 over all ``n`` probe rows, are standardised with the mean and population std of the training
 half (columns constant on it -> 0); a multinomial model with intercept minimises
@@ -7,7 +11,7 @@ half (columns constant on it -> 0); a multinomial model with intercept minimises
 the classes present in the training half; the score is the accuracy x100 on the other half,
 argmax ties to the lowest class.
 
-Why standardise (METRICS.md names only "L2, C = 1"): an L2 penalty is not scale-invariant, so
+Why standardise (docs/metrics.md names only "L2, C = 1"): an L2 penalty is not scale-invariant, so
 with one ``C`` for every model, raw features would put models under different regularisation
 by the arbitrary scale of their activations (features 10x larger meet a penalty effectively
 100x weaker); the training half's standardisation, scikit-learn's usual ``StandardScaler``
@@ -44,20 +48,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache, partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.scorers.parc import _float_array, _mask_or_ones, _reduce
-from parc_jax.validation import check_features, check_labels, check_mask, check_n_dims, is_traced
+from parc_jax.scorers._common import mask_or_ones, prepare_features, require_num_classes
+from parc_jax.validation import is_traced
 
 __all__ = [
     "GTOL",
+    "LOGISTIC_C",
+    "LOGISTIC_N_DIMS",
     "MAX_EVALUATIONS",
     "MEMORY",
     "PATIENCE",
@@ -68,6 +75,10 @@ __all__ = [
     "stratified_half",
 ]
 
+#: Default PCA width of ``logistic``: none, the raw features.
+LOGISTIC_N_DIMS = None
+#: Default inverse L2 strength of ``logistic`` (scikit-learn's ``C``).
+LOGISTIC_C = 1.0
 MAX_EVALUATIONS = 2000
 PATIENCE = 50
 MEMORY = 10  # curvature pairs, SciPy's L-BFGS-B default (the reference's)
@@ -76,7 +87,7 @@ MAX_BACKTRACKS = 40
 GTOL = {"float32": 1e-7, "float64": 1e-10}
 
 
-def stratified_half(labels: Any, seed: int = 0) -> np.ndarray:
+def stratified_half(labels: ArrayLike, seed: int = 0) -> np.ndarray:
     """Seeded stratified split of a single-label probe: ``labels int [n] -> bool [n]``.
 
     True marks the training half. Classes are visited in ascending order; for each, a
@@ -183,7 +194,7 @@ def fit_logistic(
     train: jax.Array,
     *,
     num_classes: int,
-    C: float | jax.Array = 1.0,
+    C: float | jax.Array = LOGISTIC_C,
     max_evaluations: int = MAX_EVALUATIONS,
     gtol: float | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -332,9 +343,9 @@ def _lbfgs_program(num_classes: int, max_evaluations: int, gtol: float) -> Calla
 
     Under a plain ``vmap`` a ``while_loop`` whose condition differs per model selects every
     loop variable between its old and new value at every step, so the ``[B, 2M, N]`` memory
-    was copied each step and its in-place row writes were lost (scratch profile on XLA:CPU:
-    a loop carrying an array of that size, [8, 40, 30,100], took 8.6 ms per step with a
-    per-model condition and 0.25 ms with a shared one; one step of 8 fits took ~22 ms).
+    is copied each step and its in-place row writes are lost (a scratch profile on XLA:CPU:
+    a loop carrying an array of that size, [8, 40, 30,100], takes 8.6 ms per step with a
+    per-model condition and 0.25 ms with a shared one; one step of 8 fits takes ~22 ms).
     The rule runs one loop while any model is active and freezes the finished ones inside
     the step (their memory writes are masked instead).
     """
@@ -378,12 +389,12 @@ def _lbfgs_program(num_classes: int, max_evaluations: int, gtol: float) -> Calla
 def logistic_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
+    n_dims: int | None = LOGISTIC_N_DIMS,
+    feature_mask: jax.Array | None = None,
     train_mask: jax.Array,
-    n_dims: int | None = None,
-    C: float | jax.Array = 1.0,
+    C: float | jax.Array = LOGISTIC_C,
     train_rows: jax.Array | None = None,
 ) -> jax.Array:
     """Held-out accuracy x100 for one model (pure; jit/vmap-able, no checks).
@@ -395,7 +406,7 @@ def logistic_core(
     (``[n, n_t]``); without it, those wider than ``n`` to the span of the masked ``[n, d]``
     matrix (``[n, n]``: the same optimum, with ``n - n_t`` idle coordinates in every step).
     """
-    x, m = _reduce(features, feature_mask, n_dims)
+    x, m = numerics.reduce_features(features, feature_mask, n_dims)
     train = jnp.asarray(train_mask, bool)
     x = standardize_rows(x, train, m)
     n, p = x.shape
@@ -427,58 +438,91 @@ _logistic_jit = numerics.jit_per_pca_mode(logistic_core, static_argnames=("num_c
 
 
 def logistic(
-    features: Any,
-    labels: Any,
-    feature_mask: Any = None,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
-    num_classes: int,
-    train_mask: Any,
-    n_dims: int | None = None,
-    C: float = 1.0,
+    num_classes: int | None = None,
+    n_dims: int | None = LOGISTIC_N_DIMS,
+    feature_mask: ArrayLike | None = None,
+    train_mask: ArrayLike | None = None,
+    C: float = LOGISTIC_C,
 ) -> jax.Array:
-    """Held-out accuracy x100 (%) of L2 multinomial logistic regression on a probe half.
+    """Held-out accuracy of L2 multinomial logistic regression fit on half of the probe.
 
-    ``features: [n, d]``, ``labels: int [n]`` in ``0..K-1`` (single-label only, >= 2 samples
-    per class present), ``feature_mask: bool [d]``, ``train_mask: bool [n]`` from
-    :func:`stratified_half` (every class present must have a training sample and both halves
-    must be non-empty), ``n_dims``: optional exact PCA over all rows first, ``C``: inverse L2
-    strength (scikit-learn's convention).
+    The features (after optional PCA over all rows) are standardised with the training
+    half's statistics; the model with intercept minimises ``sum CE + ||W||^2 / (2 C)`` over
+    the training half, and the score is its accuracy on the other half (argmax ties to the
+    lowest class; docs/metrics.md).
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only, >= 2 samples per
+        class present).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: exact PCA width first; None (default): the raw features.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+      train_mask: bool ``[n]``, True for the training half; every class present needs a
+        training sample and both halves must be non-empty. Default:
+        ``stratified_half(labels)``, the split seeded with ``seed=0`` (it needs concrete
+        labels).
+      C: inverse L2 strength (scikit-learn's convention), a finite positive float.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), held-out accuracy x100 in
+      ``[0, 100]``, higher = predicted to transfer better. Raises ``ValueError`` on invalid
+      input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.logistic import logistic
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 10)
+      >>> features = rng.normal(size=(30, 6)) + 4.0 * np.eye(3, 6)[labels]
+      >>> bool(logistic(features, labels) > 80)
+      True
+
+    References:
+      Bolya, Mittapalli, Hoffman. "Scalable Diverse Model Selection for Accessible Transfer
+      Learning". NeurIPS 2021 (Table 1 baselines). https://arxiv.org/abs/2111.06977
     """
-    if not is_traced(features, labels, feature_mask, train_mask, C):
-        f = check_features(features)
-        check_mask(feature_mask, f.shape[1], "feature_mask")
-        check_n_dims(n_dims)
-        y, num_classes = check_labels(
-            labels,
-            num_classes=num_classes,
-            n=f.shape[0],
-            min_per_class=2,
-            method="logistic",
+    if is_traced(features, labels, feature_mask, train_mask, C):
+        num_classes = require_num_classes(num_classes, labels, "logistic")
+        if train_mask is None:
+            if is_traced(labels):
+                raise ValueError(
+                    "train_mask: logistic cannot draw its default split from traced labels "
+                    "inside jit/vmap; pass train_mask=stratified_half(labels)"
+                )
+            train_mask = stratified_half(labels)
+        return _logistic_jit(
+            features, labels, num_classes=num_classes, train_mask=train_mask, n_dims=n_dims,
+            feature_mask=feature_mask, C=C,
+        )  # fmt: skip
+    x, y, mask, k, _ = prepare_features(
+        features, labels, feature_mask, num_classes, n_dims, "logistic", min_per_class=2
+    )
+    y_host = np.asarray(y)
+    t = stratified_half(y_host) if train_mask is None else np.asarray(train_mask)
+    if t.dtype != np.bool_ or t.shape != y_host.shape:
+        raise ValueError(
+            f"train_mask: expected a bool array of shape {y_host.shape} (use stratified_half), "
+            f"got {t.dtype} {t.shape}"
         )
-        t = np.asarray(train_mask)
-        if t.dtype != np.bool_ or t.shape != y.shape:
-            raise ValueError(
-                f"train_mask: expected a bool array of shape {y.shape} (use stratified_half), "
-                f"got {t.dtype} {t.shape}"
-            )
-        if t.all() or not t.any():
-            raise ValueError(
-                "train_mask: both the training and the held-out half must be non-empty"
-            )
-        untrained = np.setdiff1d(np.unique(y), np.unique(y[t]))
-        if untrained.size:
-            raise ValueError(
-                f"train_mask: class {int(untrained[0])} has no training sample; use "
-                "stratified_half(labels, seed) for a split with every class on both sides"
-            )
-        if isinstance(C, bool) or not np.isscalar(C) or not np.isfinite(C) or not C > 0:
-            raise ValueError(f"C: expected a finite positive number, got {C!r}")
-        features, labels, train_mask = _float_array(f), jnp.asarray(y), jnp.asarray(t)
-        feature_mask = _mask_or_ones(feature_mask, f.shape[1])
-        train_rows = jnp.asarray(np.flatnonzero(t), jnp.int32)
-    else:
-        train_rows = None  # traced: n_t is not known, reduce to the masked matrix's span
+    if t.all() or not t.any():
+        raise ValueError("train_mask: both the training and the held-out half must be non-empty")
+    untrained = np.setdiff1d(np.unique(y_host), np.unique(y_host[t]))
+    if untrained.size:
+        raise ValueError(
+            f"train_mask: class {int(untrained[0])} has no training sample; use "
+            "stratified_half(labels, seed) for a split with every class on both sides"
+        )
+    if isinstance(C, bool) or not np.isscalar(C) or not np.isfinite(C) or not C > 0:
+        raise ValueError(f"C: expected a finite positive number, got {C!r}")
+    # train_rows makes n_t a static shape: the wide-feature reduction to the training span
     return _logistic_jit(
-        features, labels, feature_mask, num_classes=num_classes, train_mask=train_mask,
-        n_dims=n_dims, C=C, train_rows=train_rows,
+        x, y, num_classes=k, train_mask=jnp.asarray(t), n_dims=n_dims,
+        feature_mask=mask_or_ones(mask, x.shape[1]), C=C,
+        train_rows=jnp.asarray(np.flatnonzero(t), jnp.int32),
     )  # fmt: skip

@@ -1,4 +1,8 @@
-"""LogME (You et al. 2021): Bayesian linear-model evidence of the labels given the features.
+"""LogME: Bayesian linear-model evidence of the labels given the features.
+
+Paper: You, Liu, Wang, Long, "LogME: Practical Assessment of Pre-trained Models for Transfer
+Learning", ICML 2021 (https://arxiv.org/abs/2102.11005). Definition as computed here:
+``docs/metrics.md``.
 
 For each one-vs-rest target column ``y_c = [labels == c]`` (``[n]``), the model
 ``y = F w + noise`` with prior ``w ~ N(0, I / alpha)`` and noise precision ``beta`` has the log
@@ -23,7 +27,7 @@ projections ``x_j = u_j^T y`` on the left singular vectors, taken from the small
 * ``gamma = sum_j g_j / (g_j + t)``, ``m^T m = sum_j g_j x_j^2 / (g_j + t)^2``,
   ``||F m - y||^2 = sum_j x_j^2 t^2 / (g_j + t)^2 + (||y||^2 - sum_j x_j^2)``;
 * ``log det(alpha I_d + beta F^T F)`` over all ``d_valid`` eigenvalues, zeros included (the
-  METRICS.md trap: an SVD lists only ``min(n, d)`` of them) equals
+  docs/metrics.md trap: an SVD lists only ``min(n, d)`` of them) equals
   ``d_valid log alpha + sum_j log1p(g_j / t)``, so the ``d/2 log alpha`` terms of the evidence
   cancel and ``evidence = n/2 log beta - 1/2 sum_j log1p(g_j / t) - beta/2 ||F m - y||^2
   - alpha/2 m^T m - n/2 log 2 pi``. Zero eigenvalues, however many, contribute exactly 0.
@@ -52,16 +56,18 @@ the per-column ``break`` exactly.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.scorers.hscore import _class_sums, _live_columns, _prepare, _reduce, _spectrum
+from parc_jax.scorers._common import class_sums, live_columns, prepare_features, spectrum
 
-__all__ = ["LOGME_MAX_ITER", "LOGME_TOL", "logme", "logme_core"]
+__all__ = ["LOGME_MAX_ITER", "LOGME_N_DIMS", "LOGME_TOL", "logme", "logme_core"]
 
+#: Default PCA width of ``logme``: none, the raw features.
+LOGME_N_DIMS = None
 LOGME_MAX_ITER = 11
 LOGME_TOL = 1e-3
 LOGME_GUARD = 1e-5
@@ -86,20 +92,20 @@ def _fixed_point_stats(
 def logme_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = None,
+    n_dims: int | None = LOGME_N_DIMS,
+    feature_mask: jax.Array | None = None,
 ) -> jax.Array:
     """LogME, nats per sample, for one model (pure; jit/vmap-able, no checks).
 
     ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``.
     """
-    x, valid = _reduce(features, feature_mask, n_dims)
+    x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     n = x.shape[0]
     dtype = x.dtype
-    y, counts = _class_sums(labels, num_classes, dtype)  # [n, K], [K]
-    feature_side, g, vecs = _spectrum(x, _live_columns(x, valid, centred=False))
+    y, counts = class_sums(labels, num_classes, dtype)  # [n, K], [K]
+    feature_side, g, vecs = spectrum(x, live_columns(x, valid, centred=False))
     if feature_side:
         keep = g > jnp.finfo(dtype).eps * jnp.max(g)
         p = numerics.matmul(vecs.T, numerics.matmul(x.T, y))  # [F, K] = V^T F^T y
@@ -151,18 +157,49 @@ _logme_jit = numerics.jit_per_pca_mode(logme_core, static_argnames=("num_classes
 
 
 def logme(
-    features: Any,
-    labels: Any,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    n_dims: int | None = None,
-    feature_mask: Any = None,
+    n_dims: int | None = LOGME_N_DIMS,
+    feature_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """LogME (You et al. 2021), mean one-vs-rest log evidence per sample, nats.
+    """LogME: mean one-vs-rest log marginal evidence of a Bayesian linear model, per sample.
 
-    ``features: [n, d]`` (raw; PCA first if ``n_dims``), ``labels: int [n]``,
-    ``num_classes``: K (default ``max + 1``), ``feature_mask: bool [d]`` valid columns.
-    Raises ``ValueError`` on bad input, including multi-label targets.
+    For each class present, the evidence of its 0/1 indicator column under
+    ``y = F w + noise`` with the prior and noise precisions set by You et al.'s fixed-point
+    iteration; the score is the mean over those classes of ``evidence / n``. Features are
+    used raw, after PCA when ``n_dims`` is set (docs/metrics.md).
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: PCA width; None (default): the raw features.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), LogME in nats per probe
+      image (either sign), higher = predicted to transfer better. Raises ``ValueError`` on
+      invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.logme import logme
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 20)
+      >>> good = rng.normal(size=(60, 8)) + 3.0 * np.eye(3, 8)[labels]
+      >>> noise = rng.normal(size=(60, 8))
+      >>> bool(logme(good, labels) > logme(noise, labels))
+      True
+
+    References:
+      You, Liu, Wang, Long. "LogME: Practical Assessment of Pre-trained Models for Transfer
+      Learning". ICML 2021. https://arxiv.org/abs/2102.11005
     """
-    x, y, mask, k, _ = _prepare(features, labels, feature_mask, num_classes, n_dims, "logme")
-    return _logme_jit(x, y, mask, num_classes=k, n_dims=n_dims)
+    x, y, mask, k, _ = prepare_features(
+        features, labels, feature_mask, num_classes, n_dims, "logme"
+    )
+    return _logme_jit(x, y, num_classes=k, n_dims=n_dims, feature_mask=mask)

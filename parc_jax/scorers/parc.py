@@ -1,11 +1,17 @@
-"""PARC and RSA: Spearman correlation of pairwise-distance matrices (Bolya et al. 2021).
+"""PARC and RSA: Spearman correlation of pairwise-distance matrices.
+
+Papers: PARC, Bolya, Mittapalli, Hoffman, "Scalable Diverse Model Selection for Accessible
+Transfer Learning", NeurIPS 2021 (https://arxiv.org/abs/2111.06977); RSA for transfer
+learning, Dwivedi, Roig, "Representation Similarity Analysis for Efficient Task Taxonomy &
+Transfer Learning", CVPR 2019 (https://arxiv.org/abs/1904.11740). Definitions as computed
+here: ``docs/metrics.md``.
 
 Both scores compare ``D_F = 1 - corrcoef(rows of F)`` of a model's (reduced, standardised)
 probe features with a second distance matrix over the same probe images:
 
 * ``parc``: the label distance. Single-label targets have exactly two label distances
   (``0`` if ``y_i = y_j``, ``1 + 1/(K-1)`` otherwise), built from ``y_i != y_j``, never from
-  ``corrcoef`` of one-hot rows (METRICS.md, first trap). Spearman with a two-valued variable
+  ``corrcoef`` of one-hot rows (docs/metrics.md, first trap). Spearman with a two-valued variable
   needs only the ranks of ``D_F``: one sort (``numerics.spearman_two_valued``).
 * ``rsa``: ``D_F`` of a reference model trained on the target, reduced the same way.
 
@@ -16,13 +22,20 @@ correlation tie exactly (see :func:`multilabel_distance_key`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
+from parc_jax.scorers._common import (
+    after_pca,
+    check_informative,
+    float_array,
+    mask_or_ones,
+    prepare_pair,
+    require_num_classes,
+)
 from parc_jax.validation import (
     check_features,
     check_labels,
@@ -32,6 +45,8 @@ from parc_jax.validation import (
 )
 
 __all__ = [
+    "PARC_N_DIMS",
+    "RSA_N_DIMS",
     "multilabel_distance_key",
     "parc",
     "parc_core",
@@ -39,24 +54,15 @@ __all__ = [
     "rsa_core",
 ]
 
-
-_reduce = numerics.reduce_features
-
-
-def _after_pca(reference: jax.Array, model_side: jax.Array, n_dims: int | None) -> jax.Array:
-    """The reference input of rsa/dds, made to wait for the model's PCA when it gets its own.
-
-    One PCA after the other: concurrent batched ``eigh`` calls can deadlock XLA:CPU's pool
-    (``numerics.sequenced``). Without a PCA there is nothing to keep apart, and a reference
-    left independent of the model stays unbatched under ``vmap`` when every model shares it:
-    the engine passes reduced references so, and their side is then computed once per batch.
-    """
-    return reference if n_dims is None else numerics.sequenced(reference, model_side)
+#: Default PCA width of ``parc`` (the PARC paper's 32 dimensions).
+PARC_N_DIMS = 32
+#: Default PCA width of ``rsa`` (both the model's and the reference's features).
+RSA_N_DIMS = 64
 
 
 def _feature_distances(features: jax.Array, mask: jax.Array | None, n_dims: int | None):
     """``triu(1 - corrcoef(rows))`` of the reduced, standardised features, ``[n (n-1) / 2]``."""
-    x, m = _reduce(features, mask, n_dims)
+    x, m = numerics.reduce_features(features, mask, n_dims)
     z = numerics.standardize(x, m)
     return numerics.upper_triangle(numerics.row_correlation_distance(z, m))
 
@@ -86,10 +92,10 @@ def multilabel_distance_key(labels: jax.Array) -> jax.Array:
 def parc_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = 32,
+    n_dims: int | None = PARC_N_DIMS,
+    feature_mask: jax.Array | None = None,
 ) -> jax.Array:
     """PARC x100 for one model (pure; jit/vmap-able, no checks).
 
@@ -111,10 +117,10 @@ def parc_core(
 def rsa_core(
     features: jax.Array,
     reference_features: jax.Array,
+    *,
+    n_dims: int | None = RSA_N_DIMS,
     feature_mask: jax.Array | None = None,
     reference_mask: jax.Array | None = None,
-    *,
-    n_dims: int | None = 64,
 ) -> jax.Array:
     """RSA x100 for one model (pure): Spearman of the two feature-distance upper triangles.
 
@@ -122,49 +128,13 @@ def rsa_core(
     Both inputs are reduced to ``n_dims`` and standardised the same way.
     """
     a = _feature_distances(features, feature_mask, n_dims)
-    b = _feature_distances(_after_pca(reference_features, a, n_dims), reference_mask, n_dims)
+    b = _feature_distances(after_pca(reference_features, a, n_dims), reference_mask, n_dims)
     return (100.0 * numerics.spearman(a, b)).astype(a.dtype)
 
 
 # num_classes is unused by the computation, so it is not static: no recompilation per K.
 _parc_jit = numerics.jit_per_pca_mode(parc_core, static_argnames=("n_dims",))
 _rsa_jit = numerics.jit_per_pca_mode(rsa_core, static_argnames=("n_dims",))
-
-
-def _float_dtype(dtype: Any) -> np.dtype:
-    """float64 when x64 is enabled and the input is float64, else float32 (float16 widened)."""
-    wide = np.promote_types(np.dtype(dtype), np.float32)
-    return np.dtype(jax.dtypes.canonicalize_dtype(wide))
-
-
-def _float_array(x: np.ndarray) -> jax.Array:
-    """Concrete floats as a JAX array of :func:`_float_dtype` (no truncation warning)."""
-    return jnp.asarray(np.asarray(x, dtype=_float_dtype(x.dtype)))
-
-
-def check_reference(reference_features: Any, n: int, *, min_rows: int) -> np.ndarray:
-    """Check ``reference_features: [n, d_r]``: same probe rows as the scored features."""
-    r = check_features(reference_features, "reference_features", min_rows=min_rows)
-    if r.shape[0] != n:
-        raise ValueError(
-            f"reference_features: has {r.shape[0]} rows but features have {n}; both must be "
-            "extracted from the same probe images in the same order"
-        )
-    return r
-
-
-def _mask_or_ones(mask: Any, width: int) -> jax.Array:
-    """The given column mask, or all-valid: one compiled program serves both cases."""
-    return jnp.ones(width, bool) if mask is None else jnp.asarray(mask)
-
-
-def _check_informative(features: np.ndarray, name: str) -> None:
-    """All-constant features give all-equal distances: Spearman would be 0/0."""
-    if np.all(features == features[:1]):
-        raise ValueError(
-            f"{name}: every column is constant over the probe images, so all pairwise "
-            "distances are equal and the rank correlation is undefined; check the extraction"
-        )
 
 
 def _check_label_pairs(labels: np.ndarray, method: str) -> None:
@@ -182,42 +152,6 @@ def _check_label_pairs(labels: np.ndarray, method: str) -> None:
         )
 
 
-def parc(
-    features: Any,
-    labels: Any,
-    feature_mask: Any = None,
-    *,
-    num_classes: int,
-    n_dims: int | None = 32,
-) -> jax.Array:
-    """PARC (Bolya et al. 2021) x100, higher = predicted to transfer better.
-
-    ``features: [n, d]`` probe features; ``labels: int [n]`` in ``0..K-1`` or a 0/1 multi-label
-    matrix ``[n, K]``; ``feature_mask: bool [d]`` marks valid (unpadded) columns. Reduce to
-    ``n_dims`` by exact PCA (``None``: no reduction), standardise, then
-    ``spearman(triu(1 - corrcoef(F)), triu(D_y))``. A row that is constant after
-    standardisation gets correlation 0 (distance 1) with every other row instead of NaN.
-    Returns a float32 scalar (float64 dtype with x64 and float64 features; the rank sums of
-    ``numerics`` are float32 either way, about 1e-7 relative).
-    """
-    if not is_traced(features, labels, feature_mask):
-        f = check_features(features, n=None, min_rows=3)
-        check_mask(feature_mask, f.shape[1], "feature_mask")
-        check_n_dims(n_dims)
-        y, num_classes = check_labels(
-            labels, num_classes=num_classes, n=f.shape[0], allow_multilabel=True, method="parc"
-        )
-        _check_informative(f, "features")
-        _check_label_pairs(y, "parc")
-        features, labels = _float_array(f), jnp.asarray(y)
-        feature_mask = _mask_or_ones(feature_mask, f.shape[1])
-        return _defined(
-            _parc_jit(features, labels, feature_mask, num_classes=num_classes, n_dims=n_dims),
-            "parc",
-        )
-    return _parc_jit(features, labels, feature_mask, num_classes=num_classes, n_dims=n_dims)
-
-
 def _defined(score: jax.Array, method: str) -> jax.Array:
     """``score``, or a ValueError when it is NaN: every pairwise feature distance was equal
     (one dimension after PCA or masking: a one-element row has no correlation), so the rank
@@ -231,52 +165,123 @@ def _defined(score: jax.Array, method: str) -> jax.Array:
     return score
 
 
-def prepare_pair(
-    features: Any,
-    reference_features: Any,
-    feature_mask: Any,
-    reference_mask: Any,
-    n_dims: int | None,
+def parc(
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
-    min_rows: int,
-) -> tuple[Any, Any, Any, Any]:
-    """Validate a (features, reference) pair before tracing (rsa, dds); tracers pass through.
+    num_classes: int | None = None,
+    n_dims: int | None = PARC_N_DIMS,
+    feature_mask: ArrayLike | None = None,
+) -> jax.Array:
+    """PARC: Spearman correlation of the probe's feature and label distance matrices, x100.
 
-    Returns the arrays as JAX floats and the masks (all-True when None).
+    The features are reduced to ``n_dims`` by exact PCA, standardised, and turned into
+    ``D_F = 1 - corrcoef(rows)``; the score is ``100 * spearman(triu(D_F), triu(D_y))`` with
+    ``D_y`` the label distance (docs/metrics.md). A row that is constant after
+    standardisation gets correlation 0 (distance 1) with every other row instead of NaN.
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode). ``n >= 3``.
+      labels: int ``[n]`` class indices in ``0..K-1``, or a 0/1 multi-label matrix ``[n, K]``.
+      num_classes: ``K``. Default: inferred from concrete labels (``max + 1``, or the columns
+        of a multi-label matrix); required when the labels are traced (inside jit/vmap). It
+        does not change the value.
+      n_dims: PCA width (``min(n_dims, n - 1, valid columns)`` components); None: no
+        reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), PARC x100 in ``[-100, 100]``,
+      higher = predicted to transfer better. Raises ``ValueError`` on invalid input or when
+      the score is undefined (all pairwise feature distances equal).
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.parc import parc
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(4), 10)
+      >>> features = rng.normal(size=(40, 16)) + 3.0 * np.eye(4, 16)[labels]
+      >>> bool(parc(features, labels) > 0)
+      True
+
+    References:
+      Bolya, Mittapalli, Hoffman. "Scalable Diverse Model Selection for Accessible Transfer
+      Learning". NeurIPS 2021. https://arxiv.org/abs/2111.06977
     """
-    if is_traced(features, reference_features, feature_mask, reference_mask):
-        return features, reference_features, feature_mask, reference_mask
-    f = check_features(features, min_rows=min_rows)
-    r = check_reference(reference_features, f.shape[0], min_rows=min_rows)
-    check_mask(feature_mask, f.shape[1], "feature_mask")
-    check_mask(reference_mask, r.shape[1], "reference_mask")
     check_n_dims(n_dims)
-    _check_informative(f, "features")
-    _check_informative(r, "reference_features")
-    features, reference_features = _float_array(f), _float_array(r)
-    feature_mask = _mask_or_ones(feature_mask, f.shape[1])
-    reference_mask = _mask_or_ones(reference_mask, r.shape[1])
-    return features, reference_features, feature_mask, reference_mask
+    if is_traced(features, labels, feature_mask):
+        k = require_num_classes(num_classes, labels, "parc")
+        return _parc_jit(features, labels, num_classes=k, n_dims=n_dims, feature_mask=feature_mask)
+    f = check_features(features, n=None, min_rows=3)
+    check_mask(feature_mask, f.shape[1], "feature_mask")
+    y, k = check_labels(
+        labels, num_classes=num_classes, n=f.shape[0], allow_multilabel=True, method="parc"
+    )
+    check_informative(f, "features")
+    _check_label_pairs(y, "parc")
+    score = _parc_jit(
+        float_array(f),
+        jnp.asarray(y),
+        num_classes=k,
+        n_dims=n_dims,
+        feature_mask=mask_or_ones(feature_mask, f.shape[1]),
+    )
+    return _defined(score, "parc")
 
 
 def rsa(
-    features: Any,
-    reference_features: Any,
-    feature_mask: Any = None,
-    reference_mask: Any = None,
+    features: ArrayLike,
+    reference_features: ArrayLike,
     *,
-    n_dims: int | None = 64,
+    n_dims: int | None = RSA_N_DIMS,
+    feature_mask: ArrayLike | None = None,
+    reference_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """Representation Similarity Analysis x100 against a target-trained reference model.
+    """RSA: Spearman correlation of a model's and a reference model's feature distances, x100.
 
-    ``features: [n, d]``, ``reference_features: [n, d_r]`` (same probe images, same order),
-    optional column masks ``bool [d]`` / ``bool [d_r]``. Both are reduced to ``n_dims`` (exact
-    PCA; ``None``: none) and standardised; the score is the Spearman correlation of the two
-    ``triu(1 - corrcoef(rows))``. Labels are not used.
+    Both feature sets are reduced to ``n_dims`` (exact PCA) and standardised; the score is
+    ``100 * spearman(triu(D_F), triu(D_R))`` with ``D = 1 - corrcoef(rows)``. The reference is
+    a model trained on the target task. Labels are not used.
+
+    Args:
+      features: float ``[n, d]``, the scored model's features of the ``n >= 3`` probe images.
+      reference_features: float ``[n, d_r]``, the reference model's features of the same
+        probe images in the same order.
+      n_dims: PCA width for both inputs; None: no reduction.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+      reference_mask: bool ``[d_r]``, the same for ``reference_features``.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 inputs), RSA x100 in ``[-100, 100]``,
+      higher = predicted to transfer better. Raises ``ValueError`` on invalid input or when
+      the score is undefined.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.parc import rsa
+      >>> rng = np.random.default_rng(0)
+      >>> reference = rng.normal(size=(30, 8))
+      >>> features = reference @ rng.normal(size=(8, 12)) + 0.1 * rng.normal(size=(30, 12))
+      >>> bool(rsa(features, reference) > 50)
+      True
+
+    References:
+      Dwivedi, Roig. "Representation Similarity Analysis for Efficient Task Taxonomy &
+      Transfer Learning". CVPR 2019. https://arxiv.org/abs/1904.11740
+
+      Bolya, Mittapalli, Hoffman. "Scalable Diverse Model Selection for Accessible Transfer
+      Learning". NeurIPS 2021. https://arxiv.org/abs/2111.06977
     """
     traced = is_traced(features, reference_features, feature_mask, reference_mask)
     features, reference_features, feature_mask, reference_mask = prepare_pair(
         features, reference_features, feature_mask, reference_mask, n_dims, min_rows=3
     )
-    score = _rsa_jit(features, reference_features, feature_mask, reference_mask, n_dims=n_dims)
+    score = _rsa_jit(
+        features,
+        reference_features,
+        n_dims=n_dims,
+        feature_mask=feature_mask,
+        reference_mask=reference_mask,
+    )
     return score if traced else _defined(score, "rsa")

@@ -1,5 +1,11 @@
 """Probability-based scores on source-class probabilities: LEEP and NCE.
 
+Papers: LEEP, Nguyen, Hassner, Seeger, Archambeau, "LEEP: A New Measure to Evaluate
+Transferability of Learned Representations", ICML 2020 (https://arxiv.org/abs/2002.12462);
+NCE, Tran, Nguyen, Hassner, "Transferability and Hardness of Supervised Classification
+Tasks", ICCV 2019 (https://arxiv.org/abs/1908.08142). Definitions as computed here:
+``docs/metrics.md``.
+
 Both read ``probs: [n, z]`` (a source model's softmax over its ``z`` classes on the probe
 images, rows summing to 1) and the target labels ``[n]`` in ``0..K-1``; neither looks at
 features. Padded probability columns (``prob_mask`` False) are zero and are ignored.
@@ -22,8 +28,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
+from parc_jax.scorers._common import float_array, require_num_classes
 from parc_jax.validation import check_labels, check_mask, check_probs, is_traced
 
 __all__ = ["leep", "leep_core", "nce", "nce_core"]
@@ -32,9 +40,9 @@ __all__ = ["leep", "leep_core", "nce", "nce_core"]
 def leep_core(
     probs: jax.Array,
     labels: jax.Array,
-    prob_mask: jax.Array | None = None,
     *,
     num_classes: int,
+    prob_mask: jax.Array | None = None,
 ) -> jax.Array:
     """LEEP for one model (pure; jit/vmap-able, no checks).
 
@@ -52,9 +60,9 @@ def leep_core(
 def nce_core(
     probs: jax.Array,
     labels: jax.Array,
-    prob_mask: jax.Array | None = None,
     *,
     num_classes: int,
+    prob_mask: jax.Array | None = None,
 ) -> jax.Array:
     """NCE for one model (pure; jit/vmap-able, no checks).
 
@@ -72,18 +80,20 @@ def nce_core(
     return jnp.sum(jnp.log(counts[cell] / per_source[z_hat])) / n
 
 
-_leep_jit = jax.jit(leep_core, static_argnames=("num_classes",))
-_nce_jit = jax.jit(nce_core, static_argnames=("num_classes",))
+_leep_jit = numerics.jit_per_pca_mode(leep_core, static_argnames=("num_classes",))
+_nce_jit = numerics.jit_per_pca_mode(nce_core, static_argnames=("num_classes",))
 
 
 def _prepare(
-    probs: Any, labels: Any, prob_mask: Any, num_classes: int | None, method: str
+    probs: ArrayLike,
+    labels: ArrayLike,
+    prob_mask: ArrayLike | None,
+    num_classes: int | None,
+    method: str,
 ) -> tuple[Any, Any, Any, int]:
     """Validate concrete inputs (tracers pass through) and convert them for the jitted core."""
     if is_traced(probs, labels, prob_mask):
-        if num_classes is None:
-            raise ValueError(f"num_classes: {method} needs it as a static int inside jit/vmap")
-        return probs, labels, prob_mask, num_classes
+        return probs, labels, prob_mask, require_num_classes(num_classes, labels, method)
     p = check_probs(probs)
     y, k = check_labels(labels, num_classes=num_classes, n=p.shape[0], method=method)
     if prob_mask is not None:
@@ -95,39 +105,88 @@ def _prepare(
                 "unpadded probabilities or fix the mask"
             )
         prob_mask = jnp.asarray(prob_mask)
-    p = jnp.asarray(p, dtype=jnp.result_type(p.dtype, jnp.float32))
-    return p, jnp.asarray(y), prob_mask, k
+    return float_array(p), jnp.asarray(y), prob_mask, k
 
 
 def leep(
-    probs: Any,
-    labels: Any,
+    probs: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    prob_mask: Any = None,
+    prob_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """LEEP (Nguyen et al. 2020), nats per sample, <= 0; higher = better transfer.
+    """LEEP: mean log-likelihood of the labels under the source model's empirical predictor.
 
-    ``probs: [n, z]`` source-class probabilities (rows sum to 1), ``labels: int [n]``,
-    ``num_classes``: K (default: ``max(labels) + 1``), ``prob_mask: bool [z]`` valid columns.
-    Raises ``ValueError`` for malformed input, including multi-label targets.
+    With ``J = onehot(y)^T P / n`` and ``P(y|z) = J / colsum(J)``, the score is
+    ``mean_i log(sum_z P(y_i|z) P_iz)`` (docs/metrics.md).
+
+    Args:
+      probs: float ``[n, z]``, the source model's softmax over its ``z`` classes on the probe
+        images (rows sum to 1; float16 is widened to float32, float64 kept only under x64).
+      labels: int ``[n]`` target class indices in ``0..K-1`` (single-label only).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      prob_mask: bool ``[z]``, True for valid (unpadded) columns; padded columns must be 0.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 probabilities), LEEP in nats per probe
+      image, ``<= 0``, higher = predicted to transfer better. Raises ``ValueError`` on
+      invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.probability import leep
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 10)
+      >>> logits = rng.normal(size=(30, 5)) + 3.0 * np.eye(3, 5)[labels]
+      >>> probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+      >>> bool(np.log(1 / 3) < leep(probs, labels) <= 0)
+      True
+
+    References:
+      Nguyen, Hassner, Seeger, Archambeau. "LEEP: A New Measure to Evaluate Transferability
+      of Learned Representations". ICML 2020. https://arxiv.org/abs/2002.12462
     """
     p, y, mask, k = _prepare(probs, labels, prob_mask, num_classes, "leep")
-    return _leep_jit(p, y, mask, num_classes=k)
+    return _leep_jit(p, y, num_classes=k, prob_mask=mask)
 
 
 def nce(
-    probs: Any,
-    labels: Any,
+    probs: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    prob_mask: Any = None,
+    prob_mask: ArrayLike | None = None,
 ) -> jax.Array:
-    """NCE = ``-H(Y | argmax source class)`` (Tran et al. 2019), nats, <= 0, no smoothing.
+    """NCE: minus the conditional entropy of the labels given the source model's argmax class.
 
-    ``probs: [n, z]`` source-class probabilities (rows sum to 1), ``labels: int [n]``,
-    ``num_classes``: K (default: ``max(labels) + 1``), ``prob_mask: bool [z]`` valid columns.
-    Raises ``ValueError`` for malformed input, including multi-label targets.
+    ``-H(Y | Z_hat) = sum p(y, z) log(p(y, z) / p(z))`` over the empirical joint of the target
+    labels and ``z_hat = argmax P`` (lowest index on ties), without smoothing
+    (docs/metrics.md).
+
+    Args:
+      probs: float ``[n, z]``, the source model's softmax over its ``z`` classes on the probe
+        images (rows sum to 1; float16 is widened to float32, float64 kept only under x64).
+      labels: int ``[n]`` target class indices in ``0..K-1`` (single-label only).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      prob_mask: bool ``[z]``, True for valid (unpadded) columns; padded columns must be 0.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 probabilities), NCE in nats, ``<= 0``,
+      higher = predicted to transfer better. Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.probability import nce
+      >>> labels = np.repeat(np.arange(3), 10)
+      >>> probs = np.eye(3)[labels]  # the source classes determine the target classes
+      >>> round(float(nce(probs, labels)), 6)
+      0.0
+
+    References:
+      Tran, Nguyen, Hassner. "Transferability and Hardness of Supervised Classification
+      Tasks". ICCV 2019. https://arxiv.org/abs/1908.08142
     """
     p, y, mask, k = _prepare(probs, labels, prob_mask, num_classes, "nce")
-    return _nce_jit(p, y, mask, num_classes=k)
+    return _nce_jit(p, y, num_classes=k, prob_mask=mask)

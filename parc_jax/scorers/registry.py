@@ -1,7 +1,7 @@
 """The registry of scorers.
 
 ``SCORERS`` maps a method name to a :class:`ScorerSpec` that tells the engine which bank fields
-the method reads, its default feature reduction (METRICS.md), whether it accepts multi-label
+the method reads, its default feature reduction (docs/metrics.md), whether it accepts multi-label
 targets, and how to call its pure one-model core.
 """
 
@@ -13,21 +13,22 @@ from typing import Any
 
 import jax
 
-from parc_jax.scorers.dds import dds, dds_core
-from parc_jax.scorers.gbc import gbc, gbc_core, gbc_spherical, gbc_spherical_core
+from parc_jax.scorers.dds import DDS_N_DIMS, dds, dds_core
+from parc_jax.scorers.gbc import GBC_N_DIMS, gbc, gbc_core, gbc_spherical, gbc_spherical_core
 from parc_jax.scorers.heuristic import heuristic, heuristic_core
 from parc_jax.scorers.hscore import (
+    HSCORE_N_DIMS,
     hscore,
     hscore_core,
     hscore_shrink,
     hscore_shrink_core,
 )
-from parc_jax.scorers.knn import knn, knn_core
-from parc_jax.scorers.logistic import logistic, logistic_core
-from parc_jax.scorers.logme import logme, logme_core
-from parc_jax.scorers.parc import parc, parc_core, rsa, rsa_core
+from parc_jax.scorers.knn import KNN_N_DIMS, knn, knn_core
+from parc_jax.scorers.logistic import LOGISTIC_N_DIMS, logistic, logistic_core
+from parc_jax.scorers.logme import LOGME_N_DIMS, logme, logme_core
+from parc_jax.scorers.parc import PARC_N_DIMS, RSA_N_DIMS, parc, parc_core, rsa, rsa_core
 from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
-from parc_jax.scorers.transrate import transrate, transrate_core
+from parc_jax.scorers.transrate import TRANSRATE_N_DIMS, transrate, transrate_core
 
 __all__ = ["META", "PROBS", "REFERENCE", "SCORERS", "FEATURES", "ScorerSpec"]
 
@@ -152,40 +153,43 @@ def _spec(
 SCORERS: dict[str, ScorerSpec] = {
     s.name: s
     for s in [
-        _spec("parc", parc, parc_core, (FEATURES,), _features_call(parc_core), default_dims=32,
-              multilabel=True,
+        _spec("parc", parc, parc_core, (FEATURES,), _features_call(parc_core),
+              default_dims=PARC_N_DIMS, multilabel=True,
               description="PARC: pairwise annotation representation comparison, x100"),
         _spec("rsa", rsa, rsa_core, (FEATURES, REFERENCE), _reference_call(rsa_core),
-              default_dims=64, multilabel=True, uses_labels=False,
+              default_dims=RSA_N_DIMS, multilabel=True, uses_labels=False,
               description="RSA: representation similarity to a target-trained model, x100"),
         _spec("dds", dds, dds_core, (FEATURES, REFERENCE), _reference_call(dds_core),
-              default_dims=64, multilabel=True, uses_labels=False,
+              default_dims=DDS_N_DIMS, multilabel=True, uses_labels=False,
               description="Duality Diagram Similarity (debiased CKA of cosine distances), x100"),
         _spec("leep", leep, leep_core, (PROBS,), _probs_call(leep_core), reduces=False,
               description="Log Expected Empirical Prediction (Nguyen et al. 2020), nats <= 0"),
         _spec("nce", nce, nce_core, (PROBS,), _probs_call(nce_core), reduces=False,
               description="Negative Conditional Entropy (Tran et al. 2019), nats <= 0"),
         _spec("hscore", hscore, hscore_core, (FEATURES,), _features_call(hscore_core),
-              default_dims=32, min_per_class=1,
+              default_dims=HSCORE_N_DIMS, min_per_class=1,
               description="H-Score (Bao et al. 2019) on standardised features, >= 0"),
         _spec("hscore_shrink", hscore_shrink, hscore_shrink_core, (FEATURES,),
-              _features_call(hscore_shrink_core), default_dims=32, min_per_class=1,
+              _features_call(hscore_shrink_core), default_dims=HSCORE_N_DIMS, min_per_class=1,
               description="H-Score with Ledoit-Wolf shrinkage (Ibrahim et al. 2022), >= 0"),
         _spec("logme", logme, logme_core, (FEATURES,), _features_call(logme_core),
+              default_dims=LOGME_N_DIMS,
               description="LogME evidence per sample (You et al. 2021), nats"),
         _spec("transrate", transrate, transrate_core, (FEATURES,),
-              _features_call(transrate_core, _transrate_extras), class_block=True,
-              spectrum=True,
+              _features_call(transrate_core, _transrate_extras), default_dims=TRANSRATE_N_DIMS,
+              class_block=True, spectrum=True,
               description="TransRate coding-rate gap (Huang et al. 2022), nats"),
-        _spec("gbc", gbc, gbc_core, (FEATURES,), _features_call(gbc_core), default_dims=64,
+        _spec("gbc", gbc, gbc_core, (FEATURES,), _features_call(gbc_core), default_dims=GBC_N_DIMS,
               min_per_class=1,
               description="Gaussian Bhattacharyya Coefficient, diagonal (Pandy et al. 2022), <= 0"),
         _spec("gbc_spherical", gbc_spherical, gbc_spherical_core, (FEATURES,),
-              _features_call(gbc_spherical_core), default_dims=64, min_per_class=1,
+              _features_call(gbc_spherical_core), default_dims=GBC_N_DIMS, min_per_class=1,
               description="Gaussian Bhattacharyya Coefficient, spherical, <= 0"),
-        _spec("knn", knn, knn_core, (FEATURES,), _features_call(knn_core), multilabel=True,
+        _spec("knn", knn, knn_core, (FEATURES,), _features_call(knn_core),
+              default_dims=KNN_N_DIMS, multilabel=True,
               description="1-nearest-neighbour leave-one-out accuracy, %"),
-        _spec("logistic", logistic, logistic_core, (FEATURES,), _logistic_call, min_per_class=2,
+        _spec("logistic", logistic, logistic_core, (FEATURES,), _logistic_call,
+              default_dims=LOGISTIC_N_DIMS, min_per_class=2,
               description="logistic regression (L2, C=1) fit on a stratified half, held-out %"),
         _spec("heuristic", heuristic, heuristic_core, (META,), _heuristic_call, reduces=False,
               multilabel=True, uses_labels=False,

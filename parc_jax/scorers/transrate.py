@@ -1,10 +1,14 @@
-"""TransRate (Huang et al. 2022), in the form of the authors' published code.
+"""TransRate: the coding-rate gap between all features and the class-wise features.
+
+Paper: Huang, Huang, Wei, Wei, "Frustratingly Easy Transferability Estimation", ICML 2022
+(https://arxiv.org/abs/2106.09362), in the form of the authors' published code. Definition
+as computed here: ``docs/metrics.md``.
 
 On globally centred features ``Z: [n, d]`` (after PCA when ``n_dims`` is set),
 ``R(Z) = 1/2 logdet(I + Z^T Z / (n_Z eps))`` with ``n_Z`` the rows of ``Z`` and ``eps = 1e-4``,
 and the score is ``R(Z) - (1/K) sum_c R(Z_c)``, in nats, ``Z_c`` the rows of class ``c`` (not
 re-centred). Rows are not L2-normalised and the class terms are weighted ``1/K``, not
-``n_c / n`` (METRICS.md: each variant is a different score). ``K`` counts the classes present
+``n_c / n`` (docs/metrics.md: each variant is a different score). ``K`` counts the classes present
 in the probe; a class listed by ``num_classes`` but absent has no rows and no term (the
 published code would divide by zero there).
 
@@ -19,7 +23,7 @@ Cost. By Sylvester's identity ``logdet(I_d + Z^T Z / c) = logdet(I_m + Z Z^T / c
   a rough count for ``eigh``).
 * Feature side: ``K`` matrices ``I_d + Z^T diag(1[y = c]) Z / (n_c eps)``, a batched ``d x d``
   Cholesky (``~K n d^2 + K d^3 / 3`` flops, ``K d^2`` memory); an absent class gives ``I``.
-* Class blocks (METRICS.md's cost note: the class terms need only ``n_c x n_c`` matrices): with
+* Class blocks (docs/metrics.md's cost note: the class terms need only ``n_c x n_c`` matrices): with
   a static ``class_block >= max_c n_c``, the rows of each class are gathered into a padded
   ``[K, class_block, d]`` stack and ``K`` small ``class_block x class_block`` eigenvalue
   problems are solved in one batch (``~K b^2 d + 4 K b^3`` flops; with the Gram already made
@@ -47,17 +51,27 @@ exactly 0, so that a padded model scores as its unpadded self.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.scorers.hscore import _class_sums, _live_columns, _prepare, _reduce
+from parc_jax.scorers._common import class_sums, live_columns, prepare_features
 from parc_jax.validation import check_positive_scalar, is_traced
 
-__all__ = ["class_block_size", "transrate", "transrate_core"]
+__all__ = [
+    "TRANSRATE_EPS",
+    "TRANSRATE_N_DIMS",
+    "class_block_size",
+    "transrate",
+    "transrate_core",
+]
+
+#: Default PCA width of ``transrate``: none, the raw features.
+TRANSRATE_N_DIMS = None
+#: Default coding precision ``eps`` of ``transrate`` (the authors' code).
+TRANSRATE_EPS = 1e-4
 
 
 def _logdet_pd(a: jax.Array) -> jax.Array:
@@ -136,7 +150,7 @@ def _class_terms_on_blocks(
     return _log1p_live(lam, jnp.minimum(sizes, d_live.astype(jnp.int32)))
 
 
-def class_block_size(labels: Any, num_classes: int) -> int:
+def class_block_size(labels: ArrayLike, num_classes: int) -> int:
     """Static block size for the class terms on ``labels: int [n]``: the largest class count
     rounded up to a power of two (so that resampled probes compile few shapes), at most n."""
     y = np.asarray(labels)
@@ -160,11 +174,11 @@ def _class_term_form(n: int, d: int, k: int, block: int | None) -> str:
 def transrate_core(
     features: jax.Array,
     labels: jax.Array,
-    feature_mask: jax.Array | None = None,
     *,
     num_classes: int,
-    n_dims: int | None = None,
-    eps: float | jax.Array = 1e-4,
+    n_dims: int | None = TRANSRATE_N_DIMS,
+    feature_mask: jax.Array | None = None,
+    eps: float | jax.Array = TRANSRATE_EPS,
     class_block: int | None = None,
     spectrum: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
@@ -178,11 +192,11 @@ def transrate_core(
     global term is ``sum log1p(eigenvalues / (n eps))`` over the live ones (on either side,
     instead of a Cholesky when ``d < n``: equal in exact arithmetic). Only with ``n_dims=None``.
     """
-    x, valid = _reduce(features, feature_mask, n_dims)
+    x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     z = numerics.center(x, valid)
     n, d = z.shape
-    d_live = _live_columns(z, valid, centred=True)
-    onehot, counts = _class_sums(labels, num_classes, z.dtype)
+    d_live = live_columns(z, valid, centred=True)
+    onehot, counts = class_sums(labels, num_classes, z.dtype)
     present = jnp.sum(counts > 0)
     gram = None
     if spectrum is not None:
@@ -218,22 +232,55 @@ _transrate_jit = numerics.jit_per_pca_mode(
 
 
 def transrate(
-    features: Any,
-    labels: Any,
+    features: ArrayLike,
+    labels: ArrayLike,
     *,
     num_classes: int | None = None,
-    n_dims: int | None = None,
-    eps: float = 1e-4,
-    feature_mask: Any = None,
+    n_dims: int | None = TRANSRATE_N_DIMS,
+    feature_mask: ArrayLike | None = None,
+    eps: float = TRANSRATE_EPS,
 ) -> jax.Array:
-    """TransRate (Huang et al. 2022, published-code form: ``1/K`` class weights), nats.
+    """TransRate: coding rate of all probe features minus the mean coding rate per class.
 
-    ``features: [n, d]``, ``labels: int [n]``, ``num_classes``: K (default ``max + 1``),
-    ``n_dims``: PCA width (None = no reduction, the default), ``eps``: coding precision,
-    ``feature_mask: bool [d]`` valid columns. Raises ``ValueError`` on bad input.
+    ``R(Z) - (1/K) sum_c R(Z_c)`` with ``R(Z) = 1/2 logdet(I + Z^T Z / (n_Z eps))`` on the
+    globally centred (optionally reduced) features ``Z`` and ``K`` the classes present: the
+    authors' published form, ``1/K`` class weights and no row normalisation
+    (docs/metrics.md).
+
+    Args:
+      features: float ``[n, d]``, one row of a model's features per probe image (float16 is
+        widened to float32; float64 is kept only under JAX's x64 mode).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only).
+      num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
+        the labels are traced (inside jit/vmap).
+      n_dims: PCA width; None (default): the raw features.
+      feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+      eps: the coding precision, a positive float.
+
+    Returns:
+      float32 scalar (float64 under x64 with float64 features), TransRate in nats,
+      higher = predicted to transfer better. Raises ``ValueError`` on invalid input.
+
+    Example:
+      >>> import numpy as np
+      >>> from parc_jax.scorers.transrate import transrate
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat(np.arange(3), 20)
+      >>> good = rng.normal(size=(60, 8)) + 3.0 * np.eye(3, 8)[labels]
+      >>> noise = rng.normal(size=(60, 8))
+      >>> bool(transrate(good, labels) > transrate(noise, labels))
+      True
+
+    References:
+      Huang, Huang, Wei, Wei. "Frustratingly Easy Transferability Estimation". ICML 2022.
+      https://arxiv.org/abs/2106.09362
     """
     if not is_traced(eps):
         eps = check_positive_scalar(eps, "eps")
-    x, y, mask, k, _ = _prepare(features, labels, feature_mask, num_classes, n_dims, "transrate")
+    x, y, mask, k, _ = prepare_features(
+        features, labels, feature_mask, num_classes, n_dims, "transrate"
+    )
     block = None if is_traced(y) else class_block_size(y, k)
-    return _transrate_jit(x, y, mask, num_classes=k, n_dims=n_dims, eps=eps, class_block=block)
+    return _transrate_jit(
+        x, y, num_classes=k, n_dims=n_dims, feature_mask=mask, eps=eps, class_block=block
+    )

@@ -5,14 +5,14 @@ files without it):
 
 * :func:`tfds_arrays` reads any prepared TFDS image-classification dataset (for users with
   network access, a catalogue name such as ``"mnist"`` with ``download=True``) into the raw
-  arrays that :func:`parc_jax.data.load_dataset` takes through ``arrays=``, so resizing,
+  arrays that :func:`parc_jax.groundtruth.data.load_dataset` takes through ``arrays=``, so resizing,
   normalisation and splits are the same as for the offline files. TFDS stores examples in a
   shuffled order; the builder below therefore records each example's position in the file
   (feature ``"index"``) and :func:`tfds_arrays` restores that order, so a local build gives
   the very arrays (and hence splits) of its ``.npz`` file. Catalogue datasets have no such
   feature and come in TFDS's record order.
 * :class:`ParcNpzImages` is a builder with a *manual directory*: it turns local
-  ``<manual_dir>/<config>.npz`` files (the format of ``../shared/data``) into an
+  ``<manual_dir>/<config>.npz`` files (the format of :mod:`parc_jax.groundtruth.data`) into an
   ``array_record`` TFDS dataset, one builder config per dataset name. :func:`build_npz_tfds`
   runs it; the tests use it to exercise the whole TFDS path offline.
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from parc_jax.data import DATASETS
+from parc_jax.groundtruth.data import DATASETS
 
 BUILDER_NAME = "parc_npz_images"
 INDEX_KEY = "index"  # position of an example in its .npz split (restores the file order)
@@ -190,7 +190,8 @@ def tfds_arrays(
     """Read a prepared TFDS dataset with ``tfds.data_source`` into raw arrays.
 
     Returns ``{"x_train", "y_train", "x_test", "y_test"}``: uint8 ``[N, H, W, C]`` and int32
-    ``[N]``, ready for ``parc_jax.data.load_dataset(name, arrays=...)``: in the order of the
+    ``[N]``, ready for ``parc_jax.groundtruth.data.load_dataset(name, arrays=...)``: in the order
+    of the
     source file for a local build (feature ``"index"``), else in record order.
     name: a TFDS name (``"mnist"``, or ``"parc_npz_images/mnist"`` for a local build).
     download: let TFDS download and prepare it first (needs network access).

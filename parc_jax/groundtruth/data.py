@@ -1,7 +1,8 @@
 """Image datasets for the ground truth: loading, resizing, normalisation, splits, augmentation.
 
-The offline datasets live in ``../shared/data/<name>.npz`` (keys ``x_train``, ``y_train``,
-``x_test``, ``y_test``, ``classes``; uint8 pixels ``[N, H, W, C]``, C = 1 or 3). A loaded
+The offline datasets live in ``<data dir>/<name>.npz`` (:func:`default_data_dir`; keys
+``x_train``, ``y_train``, ``x_test``, ``y_test``, ``classes``; uint8 pixels ``[N, H, W, C]``,
+C = 1 or 3). A loaded
 :class:`Dataset` has every split resized to one square input size (antialiased bilinear),
 grey images repeated to 3 channels, and pixels normalised by the per-channel mean and std of
 that dataset's training split. A validation split is carved from the training split
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: The ten offline datasets of ``../shared/data`` (see its README).
+#: The ten offline datasets this project is built on (``<name>.npz`` in the data folder).
 DATASETS: tuple[str, ...] = (
     "mnist",
     "usps",
@@ -46,16 +47,15 @@ FLIP_INVARIANT: frozenset[str] = frozenset({"cifar10", "coil20", "orl", "animal_
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+DATA_ENV = "PARC_JAX_DATA"
+
+
 def default_data_dir() -> Path:
-    """``$PARC_JAX_DATA`` if set, else ``../shared/data`` (from the working directory, then
-    from the project root of this source tree)."""
-    env = os.environ.get("PARC_JAX_DATA")
-    if env:
-        return Path(env)
-    cwd = Path.cwd().parent / "shared" / "data"
-    if cwd.is_dir():
-        return cwd
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    """Where the datasets' ``.npz`` files are: ``$PARC_JAX_DATA`` if set, else ``data/`` in the
+    working directory. Every entry point also takes the folder as an option (``--data-dir``,
+    ``data_dir=``)."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path("data")
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def load_dataset(
     ``max_val`` images). max_train / max_test: stratified caps on the remaining training split
     and on the test split (None = all). seed: drives every random choice (with ``name``).
     arrays: raw ``x_train``/``y_train``/``x_test``/``y_test`` to use instead of the file (for
-    example from :func:`parc_jax.tfds_data.tfds_arrays`); ``name`` then only names it.
+    example from :func:`parc_jax.groundtruth.tfds_data.tfds_arrays`); ``name`` then only names it.
     """
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")

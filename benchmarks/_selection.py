@@ -137,7 +137,7 @@ def literal_parc_rows(
     bank: Bank, *, run: int, n_dims: int = 32, l_max: float = 50.0
 ) -> list[dict[str, Any]]:
     """PARC with the published code's label distance ``1 - np.corrcoef(one_hot)`` (float64,
-    NumPy reference; METRICS.md's first trap), and its depth prior, as score rows
+    NumPy reference; docs/metrics.md's first trap), and its depth prior, as score rows
     (``parc_literal``, ``parc_literal+l``)."""
     from parc_jax.reference import parc as reference_parc
 

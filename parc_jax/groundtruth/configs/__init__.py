@@ -1,0 +1,2 @@
+"""Ground-truth presets as config modules, one per preset, each with ``get_config() -> Preset``
+(see :mod:`parc_jax.groundtruth.presets`)."""
