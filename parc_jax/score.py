@@ -418,7 +418,7 @@ def _check_output(path: str) -> None:
     write (a mistyped folder is an error, never created). A symlink is judged by the file it
     names; a FIFO or device (``/dev/null``) is written into, so it must be writable itself."""
     out = resolve_destination(path)
-    if out.is_dir():
+    if out.is_dir() or path.endswith(("/", os.sep)):
         raise _ArgumentError(f"--output: {path} is a directory; name a file")
     if is_special(out):
         if not os.access(out, os.W_OK):

@@ -115,6 +115,7 @@ def test_output_file_is_written_atomically(bank_path, tmp_path, capsys):
         (["--output", "{tmp}"], "is a directory"),
         (["--output", "{tmp}/plain.txt/scores.json"], "does not exist"),
         (["--output", "{tmp}/missing/scores.json"], "folder {tmp}/missing does not exist"),
+        (["--output", "{tmp}/missing/"], "is a directory; name a file"),
     ],
 )
 def test_bad_arguments_fail_before_scoring(bank_path, tmp_path, capsys, monkeypatch, argv,
