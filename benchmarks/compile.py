@@ -19,6 +19,7 @@ same command again with the folder the cold run filled.
 
     python benchmarks/compile.py                         # ~6 min on 2 CPU cores
     python benchmarks/compile.py --tree ../before --only cli
+    python benchmarks/compile.py --only programs --chunk-only  # the 1,000-model chunk alone
 """
 
 from __future__ import annotations
@@ -131,11 +132,13 @@ def measure_cli(tree: Path, work: Path, methods: list[str]) -> dict[str, dict[st
     return out
 
 
-def measure_programs(work: Path, chunk_models: int) -> dict[str, dict]:
+def measure_programs(work: Path, chunk_models: int, chunk_only: bool = False) -> dict[str, dict]:
     example = str(ROOT / "parc_jax" / "data" / "example_bank.msgpack")
     cases = {"example bank, every scorer": ("bank", example),
              "usps bank (28 models), every scorer": ("bank", str(GT_BANK)),
              f"compile only, {chunk_models}-model chunk, d = 512": ("chunk", "-")}  # fmt: skip
+    if chunk_only:
+        cases = {k: v for k, v in cases.items() if v[0] == "chunk"}
     out = {}
     for name, (kind, arg) in cases.items():
         cache = work / f"programs-{len(out)}"
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=positive_int, default=3, help="import measurements")
     p.add_argument("--chunk-models", type=positive_int, default=1000,
                    help="models in the compile-only chunk")  # fmt: skip
+    p.add_argument("--chunk-only", action="store_true",
+                   help="programs: only the compile-only chunk (not the two banks)")  # fmt: skip
     p.add_argument("--out", type=output_file, default=None,
                    help="JSON path (default: benchmarks/results/compile-<machine>.json; "
                    "the table beside it, .md)")  # fmt: skip
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if "cli" in stages:
             doc["cli"] = measure_cli(tree, work, list(SCORERS))
         if "programs" in stages:
-            doc["programs"] = measure_programs(work, args.chunk_models)
+            doc["programs"] = measure_programs(work, args.chunk_models, args.chunk_only)
     out = Path(args.out) if args.out else RESULTS / f"compile-{machine}.json"
     from parc_jax.atomic import write_text
 

@@ -89,7 +89,7 @@ if want sweep; then
 fi
 if want compile; then
   stage "compile: every program's trace/lower/compile seconds, cold and warm cache"
-  timeout 240 $py benchmarks/compile.py --only programs --out "$out/compile-gpu.json" \
+  timeout 240 $py benchmarks/compile.py --only programs --chunk-only --out "$out/compile-gpu.json" \
     2>&1 | tee -a "$log"
 fi
 stage done
