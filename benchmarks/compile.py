@@ -17,7 +17,7 @@ same command again with the folder the cold run filled.
 * ``--tree DIR`` runs the CLI measurements in another checkout (e.g. the previous commit) for a
   before/after table in one sitting; programs are measured on this tree only.
 
-    python benchmarks/compile.py                         # ~6 min on 2 CPU cores
+    python benchmarks/compile.py                         # ~2 min on 2 CPU cores
     python benchmarks/compile.py --tree ../before --only cli
     python benchmarks/compile.py --only programs --chunk-only  # the 1,000-model chunk alone
 """

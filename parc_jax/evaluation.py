@@ -32,11 +32,15 @@ import numpy as np
 __all__ = [
     "METRICS",
     "MODES",
+    "Interval",
     "Summary",
     "UndefinedGroupsWarning",
+    "bootstrap_interval",
     "evaluate",
     "group_values",
     "kendall_tau",
+    "paired_bootstrap_interval",
+    "partial_pearson",
     "pearson",
     "read_oracle",
     "read_score_rows",
@@ -92,6 +96,134 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     # normalise first: the product of two sums of squares can under/overflow
     r = float(np.dot(xc / np.linalg.norm(xc), yc / np.linalg.norm(yc)))
     return 100.0 * max(-1.0, min(1.0, r))
+
+
+def partial_pearson(x: Sequence[float], y: Sequence[float], z: Sequence[float]) -> float:
+    """Pearson correlation of ``x`` and ``y`` once the linear effect of ``z`` is removed from
+    both (the residuals of least squares on ``[1, z]``), x100; NaN when undefined. With ``z``
+    a source model's own accuracy, this is how much a score says about fine-tuned accuracy
+    beyond how good the source model is."""
+    x, y = _pair(x, y)
+    z = np.asarray(z, np.float64)
+    if z.shape != x.shape or not np.isfinite(z).all() or _undefined(x, y) or np.ptp(z) == 0:
+        return math.nan
+    design = np.stack([np.ones_like(z), z], axis=1)
+
+    def residual(v: np.ndarray) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(design, v, rcond=None)
+        return v - design @ coef
+
+    rx, ry = residual(x), residual(y)
+    if np.allclose(rx, 0.0, atol=1e-12 * max(1.0, np.abs(x).max())) or np.allclose(
+        ry, 0.0, atol=1e-12 * max(1.0, np.abs(y).max())
+    ):
+        return math.nan  # a side is a linear function of z: nothing is left to correlate
+    return pearson(rx, ry)
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A figure with its percentile bootstrap interval: ``estimate`` (on the data as they
+    are), ``low``..``high`` at ``level``, from ``resamples`` draws (``used``: the draws in which
+    the figure was defined)."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+    used: int
+
+    def excludes_zero(self) -> bool:
+        return bool(self.low > 0 or self.high < 0)
+
+
+def _draws(groups: Sequence, resamples: int, seed: int):
+    """Two-level draws: per resample, the groups with replacement, and within each drawn
+    group its members (models) with replacement. Seeded, so a table is reproducible."""
+    rng = np.random.default_rng(seed)
+    sizes = [len(g[-1]) for g in groups]
+    for _ in range(resamples):
+        picked = rng.integers(len(groups), size=len(groups))
+        yield [(int(g), rng.integers(sizes[g], size=sizes[g])) for g in picked]
+
+
+def _mean_over_groups(values: Iterable[float]) -> float:
+    v = np.array(list(values), np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def _interval(estimate: float, draws: list[float], level: float, resamples: int) -> Interval:
+    finite = np.array([d for d in draws if math.isfinite(d)], np.float64)
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = (np.percentile(finite, [tail, 100.0 - tail]) if finite.size
+                 else (math.nan, math.nan))  # fmt: skip
+    return Interval(estimate, float(low), float(high), level, resamples, int(finite.size))
+
+
+def _check_bootstrap(resamples: int, level: float) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples: expected a positive int, got {resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
+
+
+def bootstrap_interval(
+    groups: Mapping[Any, tuple[Sequence[float], Sequence[float]]],
+    *,
+    metric: Callable[[Sequence[float], Sequence[float]], float] = pearson,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """The mean over groups (targets) of ``metric(scores, accuracies)`` within each group
+    (Mean PC with the default metric), with a two-level percentile bootstrap interval: each
+    draw resamples the groups and, within each, the models (both with replacement), so the
+    interval covers the sampling of models and of targets. Groups where the metric is
+    undefined are left out of a mean, as in :func:`evaluate`."""
+    _check_bootstrap(resamples, level)
+    items = [tuple(np.asarray(v, np.float64) for v in g) for g in groups.values()]
+    if not items:
+        raise ValueError("groups: empty")
+    estimate = _mean_over_groups(metric(x, y) for x, y in items)
+    draws = [
+        _mean_over_groups(metric(items[g][0][i], items[g][1][i]) for g, i in draw)
+        for draw in _draws(items, resamples, seed)
+    ]
+    return _interval(estimate, draws, level, resamples)
+
+
+def paired_bootstrap_interval(
+    groups: Mapping[Any, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    *,
+    metric: Callable[[Sequence[float], Sequence[float]], float] = pearson,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """The difference of two scorers' mean metric, ``a - b``, with a paired two-level
+    bootstrap interval: ``groups[target] = (scores_a, scores_b, accuracies)`` on the same
+    models, and every draw uses the same targets and models for both, so what they share
+    (which targets are hard, which models are good) cancels. A difference is supported
+    when the interval excludes zero (:meth:`Interval.excludes_zero`)."""
+    _check_bootstrap(resamples, level)
+    items = [tuple(np.asarray(v, np.float64) for v in g) for g in groups.values()]
+    if not items:
+        raise ValueError("groups: empty")
+    for a, b, y in items:  # one length per target, on both sides
+        _pair(a, y)
+        _pair(b, y)
+
+    def diff(pick: Iterable[tuple[int, np.ndarray | slice]]) -> float:
+        pick = list(pick)
+        mean_a = _mean_over_groups(metric(items[g][0][i], items[g][2][i]) for g, i in pick)
+        mean_b = _mean_over_groups(metric(items[g][1][i], items[g][2][i]) for g, i in pick)
+        return mean_a - mean_b
+
+    estimate = diff((g, slice(None)) for g in range(len(items)))
+    draws = [diff(draw) for draw in _draws(items, resamples, seed)]
+    return _interval(estimate, draws, level, resamples)
 
 
 def _sign_matrix(v: np.ndarray) -> np.ndarray:

@@ -320,3 +320,64 @@ def test_evaluate_warns_when_a_target_is_left_out():
     with pytest.warns(ev.UndefinedGroupsWarning, match="constant scores"):
         ev.evaluate(flat, oracle)
     assert full.mean == pytest.approx(np.mean([100.0, ev.pearson([2.0, 1.6, 1.0], [10, 20, 30])]))
+
+
+# --------------------------------------------------------------------------------------------
+# partial correlation and bootstrap intervals
+
+
+def test_partial_pearson_matches_the_textbook_formula():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=40)  # source accuracy
+    y = 2.0 * z + rng.normal(size=40)  # fine-tuned accuracy
+    x = z + 0.5 * (y - 2.0 * z) + rng.normal(size=40) * 0.3  # a score: z plus what y adds
+    r = lambda a, b: np.corrcoef(a, b)[0, 1]  # noqa: E731
+    want = (r(x, y) - r(x, z) * r(y, z)) / np.sqrt((1 - r(x, z) ** 2) * (1 - r(y, z) ** 2))
+    assert ev.partial_pearson(x, y, z) == pytest.approx(100 * want, rel=1e-10)
+    # a score that is source accuracy alone says nothing beyond it
+    assert math.isnan(ev.partial_pearson(3 * z + 1, y, z))
+    assert math.isnan(ev.partial_pearson(x, y, np.ones(40)))
+
+
+def _targets(rng, strength, n_targets=6, n_models=25):
+    out = {}
+    for t in range(n_targets):
+        acc = rng.normal(size=n_models)
+        out[f"t{t}"] = (strength * acc + rng.normal(size=n_models), acc)
+    return out
+
+
+def test_bootstrap_interval_covers_the_estimate_and_is_seeded():
+    rng = np.random.default_rng(1)
+    groups = _targets(rng, strength=1.0)
+    a = ev.bootstrap_interval(groups, resamples=300, seed=3)
+    b = ev.bootstrap_interval(groups, resamples=300, seed=3)
+    assert a == b and a.used == 300 and a.level == 0.95
+    want = np.mean([ev.pearson(x, y) for x, y in groups.values()])
+    assert a.estimate == pytest.approx(want)
+    assert a.low < a.estimate < a.high and 20 < a.high - a.low < 60
+    assert ev.bootstrap_interval(groups, resamples=300, seed=4) != a
+    # a perfect scorer on every target: no spread at all
+    perfect = {k: (y, y) for k, (_, y) in groups.items()}
+    p = ev.bootstrap_interval(perfect, resamples=50)
+    assert [p.estimate, p.low, p.high] == pytest.approx([100.0] * 3, abs=1e-9)
+    with pytest.raises(ValueError, match="resamples"):
+        ev.bootstrap_interval(groups, resamples=0)
+    with pytest.raises(ValueError, match="level"):
+        ev.bootstrap_interval(groups, level=1.0)
+
+
+def test_paired_bootstrap_separates_a_better_scorer_and_not_itself():
+    rng = np.random.default_rng(2)
+    good = _targets(rng, strength=2.0)
+    paired = {k: (x, rng.normal(size=x.size), y) for k, (x, y) in good.items()}  # vs noise
+    d = ev.paired_bootstrap_interval(paired, resamples=300)
+    assert d.excludes_zero() and d.low > 0
+    same = {k: (x, x, y) for k, (x, y) in good.items()}
+    s = ev.paired_bootstrap_interval(same, resamples=100)
+    assert (s.estimate, s.low, s.high) == (0.0, 0.0, 0.0) and not s.excludes_zero()
+    # pairing cancels what both share: the difference is tighter than either interval
+    close = {k: (x, x + 0.3 * rng.normal(size=x.size), y) for k, (x, y) in good.items()}
+    diff = ev.paired_bootstrap_interval(close, resamples=300)
+    one = ev.bootstrap_interval({k: (x, y) for k, (x, _, y) in close.items()}, resamples=300)
+    assert diff.high - diff.low < one.high - one.low
