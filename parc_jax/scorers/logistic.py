@@ -166,9 +166,10 @@ def _lbfgs_direction(g, proj, memory, sy, yy, valid, gamma, newest):
     ``H = gamma I + [S, gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
     [S^T; gamma Y^T]`` with the pairs ordered oldest first, ``R`` the upper triangle of
     ``S^T Y`` and ``D`` its diagonal. Two passes over the ``[2M, N]`` memory as matrix
-    products, where the two-loop recursion makes ``4M`` dependent vector operations: that
-    was 14 of the 22 ms of one step of 8 vmapped fits (M = 20, N = 30,100) on XLA:CPU (a
-    scratch profile; the reproducible A/B: ``benchmarks/engine_ab.py``, README).
+    products, where the two-loop recursion makes ``4M`` dependent vector operations, which
+    take 14 of the 22 ms of one step of 8 vmapped fits (M = 20, N = 30,100) on XLA:CPU (a
+    scratch profile; the reproducible A/B: ``benchmarks/engine_ab.py``,
+    ``benchmarks/README.md``).
     Empty slots get a unit diagonal and zero coupling, so they add exactly nothing.
     ``proj = memory @ g`` ``[2M]`` is the caller's (one product with the memory update's).
     """
