@@ -19,7 +19,7 @@ import numpy as np
 from parc_jax import __version__, defaults
 from parc_jax.bank import Bank, BankReader, ModelEntry, open_bank
 from parc_jax.compilation_cache import enable_persistent_cache
-from parc_jax.defaults import BOOTSTRAP_FRACTION, PRIOR_SUFFIX
+from parc_jax.defaults import BOOTSTRAP_FRACTION, ORACLE_KEY, PRIOR_SUFFIX
 from parc_jax.distributed import gather_results, local_shards
 from parc_jax.engine import (
     DEFAULT_CHUNK_SIZE,
@@ -228,9 +228,6 @@ def _narrow(entry: ModelEntry) -> ModelBatch:
         source_images=None if entry.source_images is None else float(entry.source_images),
         oracle=_oracle(entry),
     )
-
-
-ORACLE_KEY = "oracle_accuracy"  # a model's fine-tuned accuracy (%) in its bank meta
 
 
 def _oracle(entry: ModelEntry) -> float | None:

@@ -27,7 +27,8 @@ __all__ = ["CACHE_ENV", "cache_dir", "default_cache_dir", "enable_persistent_cac
 
 CACHE_ENV = "PARC_JAX_CACHE_DIR"
 _MIN_COMPILE_TIME_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
-_enabled: tuple[bool, str | None] | None = None  # (done, directory in use)
+_UNDECIDED = object()
+_in_use: object = _UNDECIDED  # the directory in use (None: no cache), once decided
 
 
 class CacheWarning(UserWarning):
@@ -55,18 +56,20 @@ def enable_persistent_cache() -> str | None:
     Returns the directory in use: the caller's own when it configured one for JAX, ours, or
     None when the cache is off or unusable (a :class:`CacheWarning` says why).
     """
-    global _enabled
-    if _enabled is not None:
-        return _enabled[1]
+    global _in_use
+    if _in_use is _UNDECIDED:
+        _in_use = _decide()
+    return _in_use  # type: ignore[return-value]
+
+
+def _decide() -> str | None:
     import jax
 
     configured = jax.config.jax_compilation_cache_dir
     if configured:
-        _enabled = (True, str(configured))
-        return _enabled[1]
+        return str(configured)
     path = cache_dir()
     if path is None:
-        _enabled = (True, None)
         return None
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -77,9 +80,8 @@ def enable_persistent_cache() -> str | None:
             f"compilation cache off: cannot use {path} ({exc.strerror or exc}); set "
             f"{CACHE_ENV} to a writable folder, or to '' to silence this",
             CacheWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        _enabled = (True, None)
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     if _MIN_COMPILE_TIME_ENV not in os.environ:
@@ -88,5 +90,4 @@ def enable_persistent_cache() -> str | None:
     from jax.experimental.compilation_cache import compilation_cache
 
     compilation_cache.reset_cache()
-    _enabled = (True, str(path))
-    return _enabled[1]
+    return str(path)

@@ -10,6 +10,7 @@ __all__ = [
     "HALVING_ETA",
     "HALVING_MIN_FRACTION",
     "L_MAX",
+    "ORACLE_KEY",
     "PCA",
     "PRIOR_SUFFIX",
 ]
@@ -27,3 +28,5 @@ PCA = "exact"
 #: Successive halving: keep the best 1/ETA per round, first round on this probe fraction.
 HALVING_ETA = 2
 HALVING_MIN_FRACTION = 0.125
+#: A model's recorded fine-tuned accuracy (%) in its bank ``meta``, shown beside its scores.
+ORACLE_KEY = "oracle_accuracy"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from parc_jax import defaults
-from parc_jax.bank import Bank, open_bank
+from parc_jax.bank import Bank, BankReader, open_bank
 from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.engine import (
     DEFAULT_CHUNK_SIZE,
@@ -153,8 +153,9 @@ def nested_probes(labels: np.ndarray, sizes: Sequence[int], seed: int = 0) -> li
     return [np.sort(order[:s]) for s in sizes]
 
 
-def _open(bank: Bank | str | os.PathLike):
-    """``(target info, entries() -> iterator of models, every model's facts)``."""
+def _open(bank: Bank | BankReader | str | os.PathLike):
+    """``(target info, entries() -> iterator of models, every model's facts)``; a path is
+    opened (its headers read) here, an open :class:`BankReader` is used as it is."""
     from parc_jax.api import _target_info, reader_facts
 
     if isinstance(bank, Bank):
@@ -165,7 +166,7 @@ def _open(bank: Bank | str | os.PathLike):
 
         facts = [ModelFacts.of(m) for m in bank.models]
     else:
-        reader = open_bank(bank)
+        reader = bank if isinstance(bank, BankReader) else open_bank(bank)
         target = _target_info(reader.target)
         entries = reader.iter_models
         facts = reader_facts(reader)
@@ -189,7 +190,7 @@ def _schedule(target, total: int, eta: int, min_fraction: float):
 
 
 def halving_plan(
-    bank: Bank | str | os.PathLike,
+    bank: Bank | BankReader | str | os.PathLike,
     *,
     eta: int = defaults.HALVING_ETA,
     min_fraction: float = defaults.HALVING_MIN_FRACTION,
@@ -201,7 +202,7 @@ def halving_plan(
 
 
 def successive_halving(
-    bank: Bank | str | os.PathLike,
+    bank: Bank | BankReader | str | os.PathLike,
     *,
     method: str = "parc",
     eta: int = defaults.HALVING_ETA,

@@ -25,7 +25,6 @@ from parc_jax.compilation_cache import CACHE_ENV, default_cache_dir, enable_pers
 from parc_jax.watchdog import DEFAULT_STALL_TIMEOUT, STALL_TIMEOUT_ENV, Watchdog
 
 EXAMPLE_BANK = "example_bank.msgpack"
-ORACLE = "oracle_accuracy"  # the key ScoreResult.rows gives the recorded fine-tuned accuracy
 FORMATS = ("table", "json", "csv")
 
 
@@ -203,9 +202,9 @@ def format_table(result, sort_by: str | None, top: int | None, *, wide: bool = F
     fixed = ["#", "model", "architecture"] + (["oracle %"] if oracle else [])
     body = [[str(i), r["name"], str(r["architecture"])] for i, r in enumerate(rows, 1)]
     if oracle:
-        fmt = _column_format([r[ORACLE] for r in rows])
+        fmt = _column_format([r[defaults.ORACLE_KEY] for r in rows])
         for cells, r in zip(body, rows):
-            cells.append(fmt(r[ORACLE]))
+            cells.append(fmt(r[defaults.ORACLE_KEY]))
     columns: list[tuple[str, list[str]]] = []
     for m in methods:
         fmt = _column_format([r[m] for r in rows])
@@ -246,11 +245,7 @@ def format_table(result, sort_by: str | None, top: int | None, *, wide: bool = F
     if hidden:
         out += _wrap(f"not shown ({len(hidden)}; --wide shows every column, JSON and CSV hold "
                      "all):", hidden)  # fmt: skip
-    if oracle:
-        agree = result.oracle_agreement()
-        count = max((a["models"] for a in agree.values()), default=0)
-        items = [f"{m} {_corr(a['spearman'])}/{_corr(a['kendall'])}" for m, a in agree.items()]
-        out += _wrap(f"agreement with the oracle over {count} models (Spearman/Kendall):", items)
+    out += oracle_lines(result)
     out += _notes(result.flags)
     return "\n".join(out) + "\n"
 
@@ -260,14 +255,14 @@ def _corr(value: float | None) -> str:
 
 
 def oracle_lines(result) -> list[str]:
-    """The oracle agreement as lines (for CSV, on stderr beside the notes)."""
-    if not result.has_oracle:
+    """Each method's agreement with the oracle, wrapped (the table's footer; on stderr beside
+    the notes for CSV); none when the bank records no oracle."""
+    agree = result.oracle_agreement()
+    if not agree:
         return []
-    items = [
-        f"{m} {_corr(a['spearman'])}/{_corr(a['kendall'])}"
-        for m, a in result.oracle_agreement().items()
-    ]
-    return _wrap("agreement with the oracle (Spearman/Kendall):", items)
+    count = max(a["models"] for a in agree.values())
+    items = [f"{m} {_corr(a['spearman'])}/{_corr(a['kendall'])}" for m, a in agree.items()]
+    return _wrap(f"agreement with the oracle over {count} models (Spearman/Kendall):", items)
 
 
 def _notes(flags: dict[str, str]) -> list[str]:
@@ -306,6 +301,7 @@ def _render(cols: list[str], body: list[list[str]], right: set[int]) -> list[str
 def _run_halving(args, bank: str, methods, n_dims, dog: Watchdog) -> str | None:
     """``--halving``: successive halving with one method; table/json/csv of the ranking, or
     None (with a note on stderr) when the bank is too small for halving to pay."""
+    from parc_jax.bank import open_bank
     from parc_jax.halving import halving_pays, halving_plan, successive_halving
 
     if methods == "all" or len(methods) != 1:
@@ -314,7 +310,8 @@ def _run_halving(args, bank: str, methods, n_dims, dog: Watchdog) -> str | None:
         raise ValueError("--halving: cannot be combined with --depth-prior or --bootstrap")
     if args.halving < 2:
         raise ValueError(f"--halving: expected an int >= 2, got {args.halving}")
-    sizes, count = halving_plan(bank, eta=args.halving, min_fraction=args.halving_min_fraction)
+    reader = open_bank(bank)  # its headers are read once, for the plan and the rounds
+    sizes, count = halving_plan(reader, eta=args.halving, min_fraction=args.halving_min_fraction)
     pays, why = halving_pays(count, sizes, eta=args.halving)
     if not pays:
         print(f"note: halving: {why}; scoring every model on the full probe", file=sys.stderr)
@@ -327,7 +324,7 @@ def _run_halving(args, bank: str, methods, n_dims, dog: Watchdog) -> str | None:
             print(text, file=sys.stderr, flush=True)
 
     res = successive_halving(
-        bank,
+        reader,
         method=methods[0],
         eta=args.halving,
         min_fraction=args.halving_min_fraction,
@@ -380,9 +377,10 @@ def _run_halving(args, bank: str, methods, n_dims, dog: Watchdog) -> str | None:
     n = res.probe_sizes[-1]
     cols = ["#", "model", "architecture", f"{res.method} (full probe)", "left at round",
             "on probe images"]  # fmt: skip
+    fmt = _column_format([row[res.method] for row in rows if row["left_round"] is None])
     body = [
         [str(row["rank"]), row["name"], str(row["architecture"]),
-         "-" if row["left_round"] is not None else f"{row[res.method]:.4g}",
+         "-" if row["left_round"] is not None else fmt(row[res.method]),
          "-" if row["left_round"] is None else f"{row['left_round']} of {last + 1}",
          "-" if row["left_round"] is None else str(row["left_probe_images"])]
         for row in rows

@@ -143,8 +143,8 @@ def _shared_dims(options: EngineOptions) -> tuple[int, ...]:
     return tuple(sorted({dims[m] for m in options.methods if dims[m] is not None}))
 
 
-# Compiled executables of every program, by program key and input signature (shapes, dtypes,
-# shardings): a second chunk of the same shape, or a second pass in the same process, reuses
+# Compiled executables of every program, by the jitted program and its input signature (shapes,
+# dtypes, shardings): a second chunk of the same shape, or a second pass in the same process, reuses
 # them; the persistent compilation cache serves them to later processes.
 _EXECUTABLES: dict[tuple, Any] = {}
 
@@ -219,12 +219,10 @@ class ChunkScorer:
         self.reduce = None
         if self.widths or self.spectral:
             self.reduce = _reduction_fn(self.widths, options.pca, bool(self.spectral))
-            self.reduce_key = ("reduce", self.widths, options.pca, bool(self.spectral))
         block = None
         if any(SCORERS[m].class_block for m in options.methods) and np.ndim(self.labels) == 1:
             block = class_block_size(np.asarray(self.labels), k)
         self.fns = {m: _method_fn(m, k, block) for m in options.methods}
-        self.keys = {m: (m, k, block if SCORERS[m].class_block else None) for m in self.fns}
         self.wanted = {
             m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in self.fns
         }
@@ -247,8 +245,8 @@ class ChunkScorer:
         return xm, shared, self.labels, split, self.t_images
 
     @staticmethod
-    def _executable(name: str, key: tuple, fn: Callable, args: tuple, report, starting=None):
-        sig = (key, _signature(args))
+    def _executable(name: str, fn: Callable, args: tuple, report, starting=None):
+        sig = (fn, _signature(args))  # the dict keeps fn alive: no reuse of its identity
         exe = _EXECUTABLES.get(sig)
         if exe is None:
             if starting is not None:
@@ -265,7 +263,7 @@ class ChunkScorer:
 
     def _reduce_exe(self, x: Mapping[str, Any], report=None, starting=None) -> Any:
         args = (x["features"], x["feature_mask"])
-        return self._executable("pca", self.reduce_key, self.reduce, args, report, starting)
+        return self._executable("pca", self.reduce, args, report, starting)
 
     def compile(
         self,
@@ -285,7 +283,7 @@ class ChunkScorer:
             reduced = dict(zip(self.widths, outs, strict=True))
         for m, fn in self.fns.items():
             args = self._method_args(m, x, reduced, spectrum)
-            self._executable(m, self.keys[m], fn, args, report, starting)
+            self._executable(m, fn, args, report, starting)
 
     def __call__(self, x: Mapping[str, Any]) -> dict[str, Any]:
         timings = self.timings
@@ -307,7 +305,7 @@ class ChunkScorer:
         out = {}
         for m, fn in self.fns.items():
             args = self._method_args(m, x, reduced, spectrum)
-            out[m] = self._executable(m, self.keys[m], fn, args, None)(*args)
+            out[m] = self._executable(m, fn, args, None)(*args)
             done(m, out[m])
         return out
 

@@ -59,6 +59,7 @@ def score_stream(
     results: dict[str, list[np.ndarray]] = {m: [] for m in options.methods}
     in_flight: list[tuple[int, list[Any], dict[str, np.ndarray], str]] = []
     buffers = HostBuffers()
+    shapes: set[tuple] = set()  # chunk shapes whose programs are compiled
 
     def collect(entry: tuple[int, list[Any], dict[str, np.ndarray], str]) -> None:
         count, outs, arrays, what = entry
@@ -88,15 +89,18 @@ def score_stream(
                         x[name] = x[name][:, idx]
             # on the device once per chunk; every method's program reads the same arrays
             x = {n: jax.device_put(a, shard) for n, a in x.items()}
-            records: list[CompileRecord] = []
+            shape = (id(scorer), *((n, a.shape, a.dtype) for n, a in x.items()))
+            if shape not in shapes:  # the compile phase, once per chunk shape
+                shapes.add(shape)
+                records: list[CompileRecord] = []
 
-            def starting(name: str, bucket: str = bucket) -> None:
-                if stage is not None:
-                    stage(f"compiling {name} for {bucket}")
+                def starting(name: str, bucket: str = bucket) -> None:
+                    if stage is not None:
+                        stage(f"compiling {name} for {bucket}")
 
-            scorer.compile(x, records.append, starting)
-            if records and compiled is not None:
-                compiled(bucket, records)
+                scorer.compile(x, records.append, starting)
+                if records and compiled is not None:
+                    compiled(bucket, records)
             if stage is not None:
                 stage(f"scoring {what} ({', '.join(options.methods)})")
             outs.append(scorer(x))  # async
