@@ -203,10 +203,9 @@ def learned_rows(
     train_targets: Sequence[str],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Leave-one-target-out predictions (:mod:`parc_jax.combine`), fitted on
-    ``train_targets`` only, as score rows of three methods: ``learned`` (ridge combination of
-    :data:`LEARNED_METHODS` and :data:`LEARNED_FACTS`) and two ablations that tell where its
-    signal comes from - ``learned_scores`` (the scorers alone) and ``source_accuracy`` (the
-    source model's own test accuracy used directly as the score, nothing fitted)."""
+    ``train_targets`` only (other targets are predicted from a fit on all of them), as score
+    rows of two methods: ``learned`` (ridge combination of :data:`LEARNED_METHODS` and
+    :data:`LEARNED_FACTS`) and the ablation ``learned_scores`` (the scorers alone)."""
     out: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     for name, methods, fact_names in (
@@ -217,12 +216,55 @@ def learned_rows(
         pred, fitted = loto_predictions(keys, x, y, method=name, train_targets=train_targets)
         out += pred
         info[name] = {"inputs": [*methods, *fact_names], "per_target": fitted}
-    seen = {(r["run"], r["target"], r["architecture"], r["source"]) for r in out}
-    for run, target, arch, source in sorted(seen):
-        out.append({"run": run, "target": target, "architecture": arch, "source": source,
-                    "method": "source_accuracy",
-                    "score": facts[(arch, source)]["source_accuracy"]})  # fmt: skip
     return out, info
+
+
+#: Baselines that need no probe: the source model's own test accuracy, and its depth.
+BASELINES = ("source_accuracy", "depth")
+#: The training-free combination: the mean of within-target z-scores of these scorers
+#: (fixed before looking at any result: the learned predictor's scorers).
+ZMEAN = "zmean"
+
+
+def baseline_rows(
+    rows: Sequence[Mapping[str, Any]], facts: Mapping[tuple[str, str], Mapping[str, float]]
+) -> list[dict[str, Any]]:
+    """Score rows of :data:`BASELINES` for every (run, target, model) in ``rows``."""
+    seen = sorted({(int(r["run"]), r["target"], r["architecture"], r["source"]) for r in rows})
+    return [
+        {"run": run, "target": t, "architecture": a, "source": s, "method": name,
+         "score": facts[(a, s)][name]}
+        for run, t, a, s in seen
+        for name in BASELINES
+    ]  # fmt: skip
+
+
+def zmean_rows(
+    rows: Sequence[Mapping[str, Any]], *, methods: Sequence[str] = LEARNED_METHODS
+) -> list[dict[str, Any]]:
+    """Score rows of :data:`ZMEAN`: per (run, target), each of ``methods`` z-scored over the
+    models, then averaged (nothing fitted); models missing a method are left out."""
+    from parc_jax.combine import zscore
+
+    table: dict[tuple[int, str], dict[tuple[str, str], dict[str, float]]] = {}
+    for r in rows:
+        if r["method"] in methods:
+            cell = table.setdefault((int(r["run"]), r["target"]), {})
+            cell.setdefault((r["architecture"], r["source"]), {})[r["method"]] = float(r["score"])
+    out = []
+    for (run, target), models in sorted(table.items()):
+        keys = sorted(k for k, v in models.items() if len(v) == len(methods))
+        if len(keys) < 2:
+            continue
+        z = np.mean(
+            [zscore(np.array([models[k][m] for k in keys], np.float64)) for m in methods], axis=0
+        )
+        out += [
+            {"run": run, "target": target, "architecture": a, "source": s, "method": ZMEAN,
+             "score": float(v)}
+            for (a, s), v in zip(keys, z, strict=True)
+        ]  # fmt: skip
+    return out
 
 
 def time_methods(
@@ -574,3 +616,194 @@ def halving_markdown(records: Sequence[Mapping[str, Any]], *, command: str) -> s
             f"{ms('seconds', 2)} |"
         )
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals: every figure with a seeded bootstrap interval, differences paired (issue 18)
+
+
+def _ci(iv: Any) -> str:
+    if math.isnan(iv.estimate):
+        return "—"
+    return f"{iv.estimate:.1f} [{iv.low:.1f}, {iv.high:.1f}]"
+
+
+def interval_report(
+    rows: Sequence[Mapping[str, Any]],
+    oracle: Mapping[tuple[str, str, str], float],
+    *,
+    targets: Sequence[str],
+    facts: Mapping[tuple[str, str], Mapping[str, float]],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[str, dict[str, Any]]:
+    """The tables that separate scorers from source quality, each figure with its 95 %
+    two-level bootstrap interval (models within a target, targets for the mean; every method
+    on the same draws, :func:`parc_jax.evaluation.bootstrap_table`):
+
+    - Mean PC, Mean PC given source accuracy (partial correlation), and the paired difference
+      to the ``source_accuracy`` baseline, for every method (paper PCA setting, with and
+      without the depth prior) and the baselines;
+    - ``learned`` against the best single scorer (paired);
+    - per target: Pearson of the oracle with source accuracy and with depth, and each scorer's
+      Pearson, with intervals over the target's models;
+    - the paper's fixed-source / fixed-architecture modes with intervals.
+
+    Returns the Markdown and a JSON-ready record (estimates, intervals, which differences
+    exclude zero)."""
+    from parc_jax.evaluation import bootstrap_table
+
+    present = {r["method"] for r in rows}
+    methods = [m for m in present if NONE_SUFFIX not in m and "literal" not in m]
+    order = {b: i for i, b in enumerate(TABLE_ORDER + BASELINES + (ZMEAN,))}
+    methods.sort(key=lambda m: (order.get(m.removesuffix(PRIOR_SUFFIX), 99), m))
+    cov = {k: v["source_accuracy"] for k, v in facts.items()}
+    kw = {"targets": targets, "resamples": resamples, "seed": seed}
+    pc = bootstrap_table(rows, oracle, methods=methods, **kw)
+    partial = bootstrap_table(rows, oracle, methods=methods, covariate=cov, **kw)
+    record: dict[str, Any] = {"resamples": resamples, "seed": seed, "level": pc.level,
+                              "targets": list(targets), "methods": {}}  # fmt: skip
+
+    def iv_dict(iv: Any) -> dict[str, float]:
+        return {"estimate": iv.estimate, "low": iv.low, "high": iv.high}
+
+    out = [
+        "",
+        f"### Scorers against source quality ({len(targets)} targets, 95 % bootstrap intervals)",
+        "",
+        f"Intervals: seeded two-level percentile bootstrap ({resamples} draws, seed {seed}): "
+        "each draw resamples the targets and, within each, the source models, and uses the "
+        "same draws for every method, so differences are paired. `given source acc.`: the "
+        "partial correlation of the score with fine-tuned accuracy once the source model's "
+        "own test accuracy is regressed out of both, averaged over targets. `vs source acc.`: "
+        "Mean PC minus that of the source model's own accuracy used as the score (no probe). "
+        "Baselines: `source_accuracy`, `depth`. `zmean`: the mean of within-target z-scores of "
+        f"{', '.join(LEARNED_METHODS)} (nothing fitted).",
+        "",
+        "| method | Mean PC | given source acc. | vs source acc. | excludes 0 |",
+        "|---|---|---|---|---|",
+    ]
+    better, worse = [], []
+    base = "source_accuracy"
+    for m in methods:
+        diff = pc.difference(m, base) if m != base else None
+        sign = ""
+        if diff is not None and diff.excludes_zero():
+            sign = "better" if diff.low > 0 else "worse"
+            (better if sign == "better" else worse).append(m)
+        out.append(
+            f"| {m} | {_ci(pc.interval(m))} | {_ci(partial.interval(m))} | "
+            f"{_ci(diff) if diff is not None else ''} | {sign} |"
+        )
+        record["methods"][m] = {
+            "mean_pc": iv_dict(pc.interval(m)),
+            "partial_pc": iv_dict(partial.interval(m)),
+            "vs_source_accuracy": None if diff is None else iv_dict(diff),
+        }
+    singles = [m for m in methods if m.removesuffix(PRIOR_SUFFIX) in SINGLE_SCORERS]
+    best_single = max(singles, key=lambda m: pc.estimate[m]) if singles else None
+    record["best_single"] = best_single
+    out += [""]
+    out.append(
+        "Supported by the intervals (paired 95 % interval of the difference excludes zero): "
+        + (f"better than source accuracy alone: {', '.join(better)}; " if better
+           else "no method is shown better than source accuracy alone; ")
+        + (f"worse: {', '.join(worse)}." if worse else "none is shown worse.")
+    )  # fmt: skip
+    record["better_than_source_accuracy"] = better
+    record["worse_than_source_accuracy"] = worse
+    for learned in ("learned", ZMEAN):
+        if learned in pc.estimate and best_single is not None:
+            d = pc.difference(learned, best_single)
+            record[f"{learned}_vs_best_single"] = iv_dict(d)
+            verdict = ("better than" if d.low > 0 else "worse than" if d.high < 0
+                       else "not shown different from")  # fmt: skip
+            out.append(
+                f"`{learned}` vs the best single scorer (`{best_single}`): {_ci(d)}, {verdict} it."
+            )
+    # per target
+    out += [
+        "",
+        "### Per target: what source quality explains, and each scorer (Pearson ×100, 95 % "
+        "intervals over the target's models)",
+        "",
+        "| target | spread (max − min) | PC(oracle, source acc.) | PC(oracle, depth) |",
+        "|---|---|---|---|",
+    ]
+    per_target: dict[str, Any] = {}
+    tables = {}
+    for t in targets:
+        tables[t] = bootstrap_table(rows, oracle, methods=methods, targets=[t],
+                                    resamples=resamples, seed=seed)  # fmt: skip
+        accs = [v for k, v in oracle.items() if k[2] == t]
+        per_target[t] = {m: iv_dict(tables[t].interval(m)) for m in methods}
+        out.append(
+            f"| {t} | {max(accs) - min(accs):.1f} | {_ci(tables[t].interval('source_accuracy'))} "
+            f"| {_ci(tables[t].interval('depth'))} |"
+        )
+    record["per_target"] = per_target
+    shown = [m for m in methods if m not in BASELINES]
+    out += ["", "| method | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    for m in shown:
+        out.append(f"| {m} | " + " | ".join(_ci(tables[t].interval(m)) for t in targets) + " |")
+    # modes
+    out += [
+        "",
+        "### One factor at a time (PARC paper Tab. 2), Mean PC with 95 % intervals",
+        "",
+        "`architecture`: same source data, architectures vary (groups: target × source). "
+        "`source`: same architecture, source data varies (groups: target × architecture).",
+        "",
+        "| method | architecture | source |",
+        "|---|---|---|",
+    ]
+    modes = {
+        mode: bootstrap_table(rows, oracle, methods=methods, mode=mode, **kw)
+        for mode in ("architecture", "source")
+    }
+    record["modes"] = {
+        mode: {m: iv_dict(t.interval(m)) for m in methods} for mode, t in modes.items()
+    }
+    for m in methods:
+        out.append(f"| {m} | {_ci(modes['architecture'].interval(m))} | "
+                   f"{_ci(modes['source'].interval(m))} |")  # fmt: skip
+    return "\n".join(out) + "\n", record
+
+
+#: Single scorers (not baselines or combinations), for "the best single scorer".
+SINGLE_SCORERS = (
+    "parc", "rsa", "logistic", "knn", "hscore", "heuristic", "leep", "nce", "dds",
+    "hscore_shrink", "logme", "transrate", "gbc", "gbc_spherical",
+)  # fmt: skip
+
+
+def plot_intervals(record: Mapping[str, Any], path: str | Path, *, title: str) -> None:
+    """Mean PC with its 95 % interval per method (bars: PC; black: the interval; grey line:
+    source accuracy alone), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(m, v["mean_pc"]) for m, v in record["methods"].items()
+             if not math.isnan(v["mean_pc"]["estimate"])]  # fmt: skip
+    items.sort(key=lambda kv: kv[1]["estimate"], reverse=True)
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(items) + 1.5))
+    y = np.arange(len(items))
+    est = np.array([v["estimate"] for _, v in items])
+    lo = est - np.array([v["low"] for _, v in items])
+    hi = np.array([v["high"] for _, v in items]) - est
+    colours = ["tab:grey" if m in BASELINES else "tab:orange" if m.endswith(PRIOR_SUFFIX)
+               else "tab:blue" for m, _ in items]  # fmt: skip
+    ax.barh(y, est, xerr=[lo, hi], color=colours, ecolor="k", capsize=2)
+    ax.set_yticks(y, [m for m, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.5)
+    if "source_accuracy" in record["methods"]:
+        ax.axvline(record["methods"]["source_accuracy"]["mean_pc"]["estimate"], color="grey",
+                   ls="--", lw=1, label="source accuracy alone")  # fmt: skip
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("Mean PC (Pearson ×100) with 95 % bootstrap interval")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)

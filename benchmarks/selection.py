@@ -28,19 +28,25 @@ from pathlib import Path
 
 import jax
 from _selection import (
+    BASELINES,
     LEARNED_FACTS,
     LEARNED_METHODS,
     NONE_SUFFIX,
+    ZMEAN,
+    baseline_rows,
     default_banks,
     find_banks,
+    interval_report,
     learned_rows,
     markdown_report,
     model_facts,
     plot_bars,
+    plot_intervals,
     plot_scatter,
     score_banks,
     summarize,
     time_methods,
+    zmean_rows,
 )
 
 from parc_jax import __version__
@@ -52,9 +58,16 @@ from parc_jax.evaluation import evaluate, read_oracle, read_score_rows, write_sc
 from parc_jax.scorers.registry import SCORERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _args import existing_dir, existing_file, output_dir  # noqa: E402
+from _args import existing_dir, existing_file, output_dir, positive_int  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated target names")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse this score CSV instead of rescoring (timing is "
         "then read from selection_timing.json)",
     )
+    p.add_argument(
+        "--targets",
+        type=_names,
+        default=None,
+        help="comma-separated targets to evaluate (default: every target with a bank)",
+    )
+    p.add_argument(
+        "--fit-targets",
+        type=_names,
+        default=None,
+        help="targets the learned predictor is fitted on (leave-one-target-out among them; "
+        "the other evaluated targets are predicted from all of them and reported as "
+        "held-out; default: every evaluated target)",
+    )
+    p.add_argument("--resamples", type=positive_int, default=1000,
+                   help="bootstrap draws per interval")  # fmt: skip
     p.add_argument("--no-timing", action="store_true", help="skip the ms-per-transfer timing")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -90,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     oracle = read_oracle(args.oracle)
     banks = find_banks(args.banks)
-    sources = {k[1] for k in oracle}
-    main_targets = [t for t in sorted(banks) if t in sources]
-    extra_targets = [t for t in sorted(banks) if t not in sources]
-    if not main_targets:  # a benchmark whose targets are never sources (the tiny preset)
-        main_targets, extra_targets = extra_targets, []
+    targets = args.targets or sorted(banks)
+    missing = sorted(set(targets) - set(banks))
+    if missing:
+        p.error(f"--targets: no banks for {missing} under {args.banks}")
+    fit_targets = args.fit_targets or targets
+    unknown = sorted(set(fit_targets) - set(banks))
+    if unknown:
+        p.error(f"--fit-targets: no banks for {unknown} under {args.banks}")
+    banks = {t: banks[t] for t in sorted(set(targets) | set(fit_targets))}
+    main_targets = list(targets)
+    held_out = [t for t in targets if t not in fit_targets]
 
     flags: dict[str, str] = {}
     if args.scores:
@@ -102,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows, flags = score_banks(banks, progress=not args.no_progress)
         write_score_rows(out / "selection_scores.csv", rows)
-    rows = [r for r in rows if r["method"] not in ("learned", "learned_scores", "source_accuracy")]
+    derived = {"learned", "learned_scores", ZMEAN, *BASELINES}
+    rows = [r for r in rows if r["method"] not in derived and r["target"] in banks]
     scored_s = time.perf_counter() - t0
 
+    facts = model_facts(banks)
+    rows = rows + baseline_rows(rows, facts) + zmean_rows(rows)
     learned_info = {}
-    if len(main_targets) >= 2:
-        facts = model_facts(banks)
-        extra, learned_info = learned_rows(rows, oracle, facts, train_targets=main_targets)
+    if len(fit_targets) >= 2:
+        extra, learned_info = learned_rows(rows, oracle, facts, train_targets=fit_targets)
         rows = rows + extra
 
     ms = {}
@@ -142,13 +179,30 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`learned`: ridge combination of {', '.join(LEARNED_METHODS)} and the model facts "
         f"{', '.join(LEARNED_FACTS)}, z-scored within each target, fitted leave-one-target-out "
-        "on the main targets (ridge strength by an inner leave-one-target-out; extra targets "
-        "are predicted from the main ones). Ablations: `learned_scores` (the same scorers, no "
-        "facts) and `source_accuracy` (the source model's own test accuracy as the score).",
+        "on the fit targets (ridge strength by an inner leave-one-target-out; other targets "
+        "are predicted from all fit targets). Ablation: `learned_scores` (the same scorers, no "
+        "facts). Baselines: `source_accuracy` (the source model's own test accuracy as the "
+        "score) and `depth`; `zmean`: mean within-target z-score of the learned predictor's "
+        "scorers, nothing fitted.",
         "",
     ])  # fmt: skip
-    md = markdown_report(rows, oracle, main_targets=main_targets, extra_targets=extra_targets,
-                         flags=flags, ms_per_transfer=ms, dims=dims, header=header)  # fmt: skip
+    md = markdown_report(rows, oracle, main_targets=main_targets, flags=flags,
+                         ms_per_transfer=ms, dims=dims, header=header)  # fmt: skip
+    intervals_md, intervals = interval_report(
+        rows, oracle, targets=main_targets, facts=facts, resamples=args.resamples
+    )
+    md += intervals_md
+    record = {"all": intervals}
+    if held_out:
+        held_md, record["held_out"] = interval_report(
+            rows, oracle, targets=held_out, facts=facts, resamples=args.resamples
+        )
+        md += (
+            "\n## Held-out targets (not in the learned predictor's fit: "
+            + ", ".join(held_out)
+            + ")\n"
+            + held_md
+        )
     for name, info in learned_info.items():
         inputs = info["inputs"]
         md += f"\n### What `{name}` weighs (ridge weights per held-out target)\n\n"
@@ -169,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     write_text(out / "selection.csv", buf.getvalue(), parents=True)
     write_text(out / "selection.md", md, parents=True)
     write_text(out / "selection_learned.json", json.dumps(learned_info, indent=1), parents=True)
+    write_text(out / "selection_intervals.json", json.dumps(record, indent=1), parents=True)
+    plot_intervals(intervals, out / "selection_intervals.png",
+                   title=f"Mean PC with 95 % intervals, {len(main_targets)} targets")  # fmt: skip
 
     pc = evaluate(rows, oracle, targets=main_targets)
     plot_bars({m: s for m, s in pc.items() if NONE_SUFFIX not in m}, out / "selection_bars.png",

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RIDGE_GRID", "design", "loto_predictions", "ridge_fit"]
+__all__ = ["RIDGE_GRID", "design", "loto_predictions", "ridge_fit", "zscore"]
 
 RIDGE_GRID = (0.1, 1.0, 10.0, 100.0)
 
 Key = tuple[int, str, str, str]  # (run, target, architecture, source)
 
 
-def _zscore(v: np.ndarray) -> np.ndarray:
+def zscore(v: np.ndarray) -> np.ndarray:
     """Within-group z-score (sample std); a constant column becomes zeros."""
     sd = v.std(ddof=1) if v.size > 1 else 0.0
     return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
@@ -74,8 +74,8 @@ def design(
     for group in by_group.values():
         cols = [np.array([table[k][m] for k in group]) for m in methods]
         cols += [np.array([facts[(k[2], k[3])][f] for k in group], float) for f in fact_names]
-        xs.append(np.stack([_zscore(c) for c in cols], axis=1))
-        ys.append(_zscore(np.array([oracle[(k[2], k[3], k[1])] for k in group])))
+        xs.append(np.stack([zscore(c) for c in cols], axis=1))
+        ys.append(zscore(np.array([oracle[(k[2], k[3], k[1])] for k in group])))
         keys.extend(group)
     if not keys:
         raise ValueError("design: no (run, target, model) has every input and an accuracy")

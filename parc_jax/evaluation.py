@@ -32,10 +32,12 @@ import numpy as np
 __all__ = [
     "METRICS",
     "MODES",
+    "BootstrapTable",
     "Interval",
     "Summary",
     "UndefinedGroupsWarning",
     "bootstrap_interval",
+    "bootstrap_table",
     "evaluate",
     "group_values",
     "kendall_tau",
@@ -584,3 +586,160 @@ def evaluate(
             per_group={k: tuple(v) for k, v in per_group.items()},
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap tables: every method on the same draws (vectorised over draws)
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson x100 along the last axis of broadcastable ``x`` and ``y``; NaN where a side
+    is constant."""
+    xc = x - x.mean(-1, keepdims=True)
+    yc = y - y.mean(-1, keepdims=True)
+    den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
+    num = (xc * yc).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 100.0 * num / den
+    scale = np.sqrt((xc * xc).sum(-1)) / np.maximum(np.abs(x).max(-1), 1e-300)
+    return np.where((den > 0) & (scale > 1e-12), out, np.nan)
+
+
+def _residual_rows(v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``v`` minus its least-squares fit on ``[1, z]`` along the last axis."""
+    zc = z - z.mean(-1, keepdims=True)
+    vc = v - v.mean(-1, keepdims=True)
+    zz = (zc * zc).sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        beta = np.where(zz > 0, (vc * zc).sum(-1, keepdims=True) / zz, np.nan)
+    return vc - beta * zc
+
+
+def _metric_rows(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+    if z is None:
+        return _pearson_rows(x, y)
+    return _pearson_rows(_residual_rows(x, z), _residual_rows(y, z))
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapTable:
+    """Figures of several methods from ONE set of bootstrap draws, so that any two can be
+    compared pairwise (:meth:`difference`). ``estimate[m]``: the figure on the data as they
+    are; ``draws[m]``: ``[resamples]`` values, NaN where undefined."""
+
+    estimate: dict[str, float]
+    draws: dict[str, np.ndarray]
+    level: float
+    resamples: int
+
+    def interval(self, method: str) -> Interval:
+        return _interval(
+            self.estimate[method], list(self.draws[method]), self.level, self.resamples
+        )
+
+    def difference(self, a: str, b: str) -> Interval:
+        """``a - b`` with its paired interval (both figures on the same draws)."""
+        return _interval(
+            self.estimate[a] - self.estimate[b],
+            list(self.draws[a] - self.draws[b]),
+            self.level,
+            self.resamples,
+        )
+
+
+def bootstrap_table(
+    rows: Sequence[Mapping[str, Any]],
+    oracle: Mapping[tuple[str, str, str], float],
+    *,
+    methods: Sequence[str],
+    targets: Sequence[str] | None = None,
+    mode: str = "models",
+    covariate: Mapping[tuple[str, str], float] | None = None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> BootstrapTable:
+    """Mean PC (or, with ``covariate``, the mean partial correlation given it) of every method,
+    with seeded two-level percentile bootstrap draws shared by all methods.
+
+    A group is a target in the default mode (every group of ``mode`` otherwise, see
+    :data:`MODES`). The figure: per probe run, the metric within each group, averaged over
+    groups (undefined groups left out), then averaged over runs - :func:`evaluate`'s mean.
+    Each draw resamples the groups and, within each drawn group, its models (with
+    replacement), and applies the same models to every run and every method.
+    ``covariate``: ``{(architecture, source): value}`` (such as the source model's own
+    accuracy); the metric is then :func:`partial_pearson`. Methods must score the same models
+    of each group."""
+    _check_bootstrap(resamples, level)
+    rows = [r for r in rows if targets is None or r["target"] in set(targets)]
+    fixed, _ = MODES[mode] if mode in MODES else (None, None)
+    if fixed is None:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    # group -> model key -> method -> run -> score
+    table: dict[tuple, dict[tuple, dict[str, dict[int, float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    runs: set[int] = set()
+    wanted = set(methods)
+    for r in rows:
+        if r["method"] not in wanted:
+            continue
+        key = (r["architecture"], r["source"], r["target"])
+        if key not in oracle:
+            continue
+        group = tuple(r[k] for k in fixed)
+        table[group][key][r["method"]][int(r["run"])] = float(r["score"])
+        runs.add(int(r["run"]))
+    if not table:
+        raise ValueError("bootstrap_table: no score rows of these methods join the oracle")
+    run_list = sorted(runs)
+    groups = []
+    for g in sorted(table):
+        keys = sorted(table[g])
+        if len(keys) < 3:
+            continue  # no correlation over fewer than three models
+        x = {}
+        for m in methods:
+            try:
+                x[m] = np.array(
+                    [[table[g][k][m][run] for k in keys] for run in run_list], np.float64
+                )
+            except KeyError:
+                raise ValueError(
+                    f"bootstrap_table: method {m!r} lacks scores of some models or runs in "
+                    f"group {g}"
+                ) from None
+        y = np.array([oracle[k] for k in keys], np.float64)
+        z = (
+            None
+            if covariate is None
+            else np.array([covariate[(k[0], k[1])] for k in keys], np.float64)
+        )
+        groups.append((x, y, z))
+    n_groups = len(groups)
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(n_groups, size=(resamples, n_groups))
+    per_slot = {m: np.full((resamples, n_groups), np.nan) for m in methods}
+    estimate_groups = {m: [] for m in methods}
+    for g, (x, y, z) in enumerate(groups):
+        for m in methods:
+            estimate_groups[m].append(_metric_rows(x[m], y, z))  # [runs]
+        where = picked == g
+        count = int(where.sum())
+        if not count:
+            continue
+        idx = rng.integers(y.size, size=(count, y.size))
+        ys, zs = y[idx], (None if z is None else z[idx])
+        for m in methods:
+            vals = _metric_rows(x[m][:, idx], ys[None], None if zs is None else zs[None])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_slot[m][where] = np.nanmean(vals, axis=0)  # over runs
+    estimate, draws = {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for m in methods:
+            per_run = np.nanmean(np.stack(estimate_groups[m]), axis=0)  # [runs]
+            estimate[m] = float(np.nanmean(per_run)) if per_run.size else math.nan
+            draws[m] = np.nanmean(per_slot[m], axis=1)
+    return BootstrapTable(estimate, draws, level, resamples)

@@ -381,3 +381,74 @@ def test_paired_bootstrap_separates_a_better_scorer_and_not_itself():
     diff = ev.paired_bootstrap_interval(close, resamples=300)
     one = ev.bootstrap_interval({k: (x, y) for k, (x, _, y) in close.items()}, resamples=300)
     assert diff.high - diff.low < one.high - one.low
+
+
+def test_bootstrap_table_estimates_equal_evaluate_and_partial_pearson():
+    rows, oracle, facts = _synthetic_benchmark(targets=5, models=10, runs=2)
+    rows += [dict(r, method="noise", score=float(np.sin(7 * i)))
+             for i, r in enumerate(rows)]  # fmt: skip
+    table = ev.bootstrap_table(rows, oracle, methods=["u", "noise"], resamples=200, seed=1)
+    full = ev.evaluate(rows, oracle)
+    for m in ("u", "noise"):
+        assert table.estimate[m] == pytest.approx(full[m].mean, rel=1e-9)
+        assert table.draws[m].shape == (200,)
+    again = ev.bootstrap_table(rows, oracle, methods=["u", "noise"], resamples=200, seed=1)
+    assert np.array_equal(again.draws["u"], table.draws["u"])  # seeded
+    good, diff = table.interval("u"), table.difference("u", "noise")
+    assert good.low > 0 and diff.low > 0 and diff.excludes_zero()
+    assert diff.estimate == pytest.approx(table.estimate["u"] - table.estimate["noise"])
+    assert table.difference("u", "u").high == 0.0  # same draws: no spread
+    cov = {k: v["w"] for k, v in facts.items()}
+    part = ev.bootstrap_table(rows, oracle, methods=["u"], covariate=cov, resamples=50)
+    want = np.mean([
+        np.mean([
+            ev.partial_pearson(
+                [r["score"] for r in rows if r["run"] == run and r["target"] == t
+                 and r["method"] == "u"],
+                [oracle[("arch", r["source"], t)] for r in rows if r["run"] == run
+                 and r["target"] == t and r["method"] == "u"],
+                [cov[("arch", r["source"])] for r in rows if r["run"] == run
+                 and r["target"] == t and r["method"] == "u"],
+            )
+            for t in sorted({r["target"] for r in rows})
+        ])
+        for run in (0, 1)
+    ])  # fmt: skip
+    assert part.estimate["u"] == pytest.approx(want, rel=1e-9)
+    # u is (part of) what accuracy is beyond w: partial PC exceeds plain PC
+    assert part.estimate["u"] > table.estimate["u"]
+
+
+def test_bootstrap_table_interval_matches_the_per_figure_bootstrap():
+    rng = np.random.default_rng(1)
+    groups = _targets(rng, strength=1.0)
+    rows, oracle = [], {}
+    for t, (x, y) in groups.items():
+        for i, (s, a) in enumerate(zip(x, y, strict=True)):
+            oracle[("a", f"s{i}", t)] = float(a)
+            rows.append({"run": 0, "target": t, "architecture": "a", "source": f"s{i}",
+                         "method": "m", "score": float(s)})  # fmt: skip
+    one = ev.bootstrap_interval(groups, resamples=2000, seed=0)
+    tab = ev.bootstrap_table(rows, oracle, methods=["m"], resamples=2000, seed=0).interval("m")
+    assert tab.estimate == pytest.approx(one.estimate)
+    # different draws, same distribution: the bounds agree to a few PC points
+    assert abs(tab.low - one.low) < 5 and abs(tab.high - one.high) < 5
+
+
+def test_baselines_and_training_free_combination():
+    from _selection import baseline_rows, zmean_rows
+
+    rows, oracle, facts = _synthetic_benchmark(targets=3, models=6, runs=1)
+    facts = {k: {"source_accuracy": v["w"], "depth": 3.0} for k, v in facts.items()}
+    base = baseline_rows(rows, facts)
+    assert {r["method"] for r in base} == {"source_accuracy", "depth"}
+    assert len(base) == 2 * 3 * 6
+    rows2 = rows + [dict(r, method="v", score=2 * r["score"] + 1) for r in rows]
+    z = zmean_rows(rows2, methods=["u", "v"])
+    assert len(z) == 3 * 6
+    # u and 2u+1 have the same z-scores: their mean is u's z-score
+    t0 = [r for r in rows if r["target"] == "t0"]
+    u = np.array([r["score"] for r in t0])
+    got = {r["source"]: r["score"] for r in z if r["target"] == "t0"}
+    want = (u - u.mean()) / u.std(ddof=1)
+    assert [got[r["source"]] for r in t0] == pytest.approx(want.tolist())

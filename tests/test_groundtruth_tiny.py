@@ -122,9 +122,25 @@ def test_tiny_preset_end_to_end(tmp_path):
     majority = 100.0 * 18 / 360  # coil20 test is balanced
     accs = np.array([float(r["accuracy"]) for r in oracle])
     assert (accs > majority).mean() >= 0.75
-    assert all(float(r["lr"]) in preset.finetune_lrs for r in oracle)
-    assert len(read_csv(run / "grid.csv")) == len(oracle) * len(preset.finetune_lrs)
+    # The grid: the preset's rates, extended by at most lr_extend on a side; every rate
+    # tried is a grid.csv row with its status, and the chosen one is among them.
+    grid = read_csv(run / "grid.csv")
+    assert {r["status"] for r in grid} <= {"ok", "collapsed", "diverged"}
+    for r in oracle:
+        tried = sorted(
+            float(g["lr"]) for g in grid
+            if (g["architecture"], g["source"], g["target"])
+            == (r["architecture"], r["source"], r["target"])
+        )  # fmt: skip
+        assert set(preset.finetune_lrs) <= set(tried)
+        assert len(tried) <= len(preset.finetune_lrs) + 2 * preset.lr_extend
+        assert float(r["lr"]) in tried
     assert len(read_csv(run / "scratch.csv")) == len(preset.architectures)
+    assert len(read_csv(run / "pretrain.csv")) == len(preset.architectures)
+    refs = read_csv(run / "references.csv")
+    assert len(refs) == len(preset.architectures)
+    for r in refs:  # the scratch run, then one doubling: two points on the curve
+        assert len(r["val_curve"].split()) == 2 and r["converged"] in ("0", "1")
     assert not list((run / "ckpt").rglob("*.ckpt"))  # finished runs leave no checkpoints
 
     banks = write_probe_banks(preset, run, progress=False)
@@ -150,8 +166,14 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert (run / "oracle.csv").read_bytes() == before
     assert write_probe_banks(preset, run, progress=False) == []
 
+    refs_npz = np.load(banks[0].with_suffix(".scratch_refs.npz"))
+    assert set(refs_npz.files) == set(preset.architectures)
+
     report = summarize(preset, run)
     assert "coil20" in report["targets"] and "| coil20 |" in report["markdown"]
+    names = [c["name"] for c in report["sanity"]["checks"]]
+    assert "every target's worst transfer >= majority + 5" in names
+    assert "### Sanity checks" in report["markdown"]
     out = export_bank(run, "coil20", tmp_path / "example.msgpack")
     small = read_bank(tmp_path / "example.msgpack")
     assert all(m.features.dtype == np.float16 for m in small.models)

@@ -236,7 +236,7 @@ def test_interrupted_stage_time_is_recorded(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             pipeline.train_sources(presets.get_preset("tiny"), tmp_path, progress=False)
     timings = json.loads((tmp_path / "timings.json").read_text())
-    assert timings["sources"] >= 0.1
+    assert timings["pretrain"] >= 0.1  # tiny pretrains on its pool first
 
 
 def _summarize_script():

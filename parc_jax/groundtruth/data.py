@@ -246,6 +246,7 @@ def load_dataset(
     max_test: int | None = None,
     seed: int = 0,
     arrays: Mapping[str, np.ndarray] | None = None,
+    flip: bool | None = None,
 ) -> Dataset:
     """Load ``<data_dir>/<name>.npz`` as a :class:`Dataset` at ``image_size`` x ``image_size``.
 
@@ -254,6 +255,7 @@ def load_dataset(
     and on the test split (None = all). seed: drives every random choice (with ``name``).
     arrays: raw ``x_train``/``y_train``/``x_test``/``y_test`` to use instead of the file (for
     example from :func:`parc_jax.groundtruth.tfds_data.tfds_arrays`); ``name`` then only names it.
+    flip: whether labels survive a horizontal flip (None: ``name in FLIP_INVARIANT``).
     """
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
@@ -297,7 +299,7 @@ def load_dataset(
         test=Split(norm(x_test), y_test[test_idx]),
         mean=mean.astype(np.float32),
         std=std.astype(np.float32),
-        flip=name in FLIP_INVARIANT,
+        flip=(name in FLIP_INVARIANT) if flip is None else bool(flip),
         info=info,
     )
 
@@ -322,6 +324,44 @@ def augment(images: np.ndarray, rng: np.random.Generator, *, pad: int, flip: boo
         mirror = rng.random(b) < 0.5
         out = np.where(mirror[:, None, None, None], out[:, :, ::-1], out)
     return out
+
+
+def concat_datasets(name: str, parts: Sequence[Dataset]) -> Dataset:
+    """One labelled pool from several datasets: splits concatenated, each part's labels
+    offset past the previous parts' classes (no class is shared), each part kept in its own
+    normalisation. ``mean``/``std`` are the parts' image-weighted averages (recorded only);
+    flips are off unless every part flips."""
+    if not parts:
+        raise ValueError("concat_datasets needs at least one dataset")
+    sizes = {d.image_size for d in parts}
+    if len(sizes) != 1:
+        raise ValueError(f"datasets differ in image size: {sorted(sizes)}")
+    offsets = np.cumsum([0] + [d.num_classes for d in parts])
+
+    def cat(split: str) -> Split:
+        return Split(
+            np.concatenate([getattr(d, split).images for d in parts]),
+            np.concatenate(
+                [getattr(d, split).labels + o for d, o in zip(parts, offsets, strict=False)]
+            ).astype(np.int32),
+        )
+
+    weights = np.asarray([len(d.train) for d in parts], np.float64)
+    weights /= weights.sum()
+    return Dataset(
+        name=name,
+        num_classes=int(offsets[-1]),
+        image_size=parts[0].image_size,
+        train=cat("train"),
+        val=cat("val"),
+        test=cat("test"),
+        mean=np.sum([w * d.mean for w, d in zip(weights, parts, strict=True)], 0).astype(
+            np.float32
+        ),
+        std=np.sum([w * d.std for w, d in zip(weights, parts, strict=True)], 0).astype(np.float32),
+        flip=all(d.flip for d in parts),
+        info={"parts": [d.name for d in parts]},
+    )
 
 
 def load_datasets(names: Sequence[str], **kwargs) -> dict[str, Dataset]:

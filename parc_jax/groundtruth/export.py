@@ -4,6 +4,7 @@ oracle accuracies in each model's meta, the oracle and the report."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from parc_jax.atomic import write_bytes
 from parc_jax.bank import Bank, write_bank
 from parc_jax.groundtruth.probes import ProbeModel, extract_probe, preset_probe, probe_bank
 
@@ -33,7 +35,9 @@ def write_probe_banks(
 
     Each bank holds every ``(architecture, source)`` source model of the preset except
     self-transfers, with features, probabilities, depth, source and source size, and the
-    target's ``reference_features`` per architecture from the from-scratch target models.
+    target's ``reference_features`` per architecture from the converged reference models
+    (the from-scratch baselines where a run has none; their features are also saved beside
+    each bank as ``run<r>.scratch_refs.npz``).
     Existing banks are kept (resumable). Needs the outputs of the sources and transfers stages.
     """
     from parc_jax.groundtruth.pipeline import record_stage_time, stage_datasets
@@ -58,15 +62,20 @@ def write_probe_banks(
         where = {r: np.searchsorted(union, p.indices) for r, p in probes.items()}
         entries: dict[str, tuple[np.ndarray, ProbeModel]] = {}
         references: dict[str, np.ndarray] = {}
+        scratch_refs: dict[str, np.ndarray] = {}
         for arch in preset.architectures:
-            ref_path = run_dir / "scratch" / arch / f"{target}.msgpack"
-            if not ref_path.is_file():
-                raise ValueError(
-                    f"run_dir: missing from-scratch model {ref_path}; run the transfers stage"
-                )
-            variables, meta = load_variables(ref_path)
-            model = make_model(arch, num_classes=int(meta["head_width"]), width=preset.width)
-            references[arch], _ = extract_probe(eval_fn(model), variables, images)
+            for kind, into in (("references", references), ("scratch", scratch_refs)):
+                ref_path = run_dir / kind / arch / f"{target}.msgpack"
+                if not ref_path.is_file():
+                    if kind == "references" and (run_dir / "scratch").is_dir():
+                        continue  # a run without converged references: scratch models serve
+                    raise ValueError(
+                        f"run_dir: missing {kind} model {ref_path}; run the transfers stage"
+                    )
+                variables, meta = load_variables(ref_path)
+                model = make_model(arch, num_classes=int(meta["head_width"]), width=preset.width)
+                into[arch], _ = extract_probe(eval_fn(model), variables, images)
+            references.setdefault(arch, scratch_refs[arch])
             for source in preset.sources:
                 if source == target:
                     continue
@@ -108,6 +117,11 @@ def write_probe_banks(
                 reference_features={a: f[rows] for a, f in references.items()},
             )
             out[r].parent.mkdir(parents=True, exist_ok=True)
+            # The from-scratch models' features beside the bank: rsa/dds with the weaker
+            # reference (benchmarks/reference_strength.py).
+            buf = io.BytesIO()
+            np.savez(buf, **{a: f[rows].astype(np.float16) for a, f in scratch_refs.items()})
+            write_bytes(out[r].with_suffix(".scratch_refs.npz"), buf.getvalue())
             write_bank(out[r], bank, features_dtype="float32")
             written.append(out[r])
             log.info("wrote %s (%d models, n=%d)", out[r], len(models), rows.size)
@@ -168,6 +182,8 @@ def export_bank(
 
 
 EXPORT_FILES = ("oracle.csv", "sources.csv", "scratch.csv", "grid.csv", "timings.json")
+#: Exported when the run has them (pretraining pool, converged references).
+OPTIONAL_EXPORT_FILES = ("pretrain.csv", "references.csv")
 
 
 def export_benchmark(
@@ -206,12 +222,16 @@ def export_benchmark(
         )
     if markdown is None:
         markdown = summarize(preset, run_dir, data_dir=data_dir)["markdown"]
-    outputs: dict[Path, bytes] = {out_dir / n: (run_dir / n).read_bytes() for n in EXPORT_FILES}
+    names = [*EXPORT_FILES, *(n for n in OPTIONAL_EXPORT_FILES if (run_dir / n).is_file())]
+    outputs: dict[Path, bytes] = {out_dir / n: (run_dir / n).read_bytes() for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         for t in preset.targets:
             staged = Path(tmp) / f"{t}.msgpack"
             export_bank(run_dir, t, staged)
             outputs[out_dir / "banks" / f"{t}.msgpack"] = staged.read_bytes()
+            refs = run_dir / "probes" / t / "run0.scratch_refs.npz"
+            if refs.is_file():
+                outputs[out_dir / "banks" / f"{t}.scratch_refs.npz"] = refs.read_bytes()
     outputs[out_dir / "summary.md"] = markdown.encode()
     for path, data in outputs.items():
         write_bytes(path, data, parents=True)  # creates banks/ as needed

@@ -18,7 +18,7 @@ from parc_jax.groundtruth.pipeline import (
     run_transfers,
     train_sources,
 )
-from parc_jax.groundtruth.presets import PRESETS, get_preset
+from parc_jax.groundtruth.presets import PRESETS, get_preset, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,20 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> int:
         "--run-dir", default=None, help="output folder (default runs/groundtruth/<preset>)"
     )
     parser.add_argument(
+        "--config", default=None, metavar="JSON",
+        help="a JSON object of preset fields that replace the preset's (e.g. targets, "
+        "flip_invariant, finetune_lrs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--targets", default=None, metavar="A,B",
+        help="target datasets (any <name>.npz in the data folder) instead of the preset's; "
+        "a run dir grows new targets on the same zoo",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flip-invariant", default=None, metavar="A,B",
+        help="datasets whose labels survive a horizontal flip, added to the preset's",
+    )  # fmt: skip
+    parser.add_argument(
         "--data-dir",
         default=None,
         help="folder of the datasets' .npz files (default: $PARC_JAX_DATA, else ./data)",
@@ -56,9 +70,14 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     enable_persistent_cache()  # compiled programs persist across runs
-    preset = get_preset(args.preset)
-    run_dir = Path(args.run_dir or Path("runs") / "groundtruth" / preset.name)
+    run_dir = Path(args.run_dir or Path("runs") / "groundtruth" / args.preset)
     try:
+        preset = with_overrides(
+            get_preset(args.preset),
+            config=args.config,
+            targets=_names(args.targets),
+            flip_invariant=_names(args.flip_invariant),
+        )
         check_run_dir(preset, run_dir)  # before anything is written into another preset's dir
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -86,6 +105,15 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("expected comma-separated dataset names")
+    return names
 
 
 def _run_stages(stages, preset, run_dir, *, grid, progress, data_dir) -> None:

@@ -40,12 +40,17 @@ def stage_datasets(
     role: str,
     data_dir: str | os.PathLike | None = None,
 ) -> dict[str, Dataset]:
-    """The preset's datasets in a role (``source`` or ``target``: different training caps)."""
+    """The preset's datasets in a role (``source``, ``target`` or ``pool``: different training
+    caps; a pool dataset's classes may exceed the head width, the pool model has its own)."""
     from parc_jax.groundtruth.data import load_dataset
 
-    if role not in ("source", "target"):
-        raise ValueError(f"role must be 'source' or 'target', got {role!r}")
-    cap = preset.max_source_train if role == "source" else preset.max_target_train
+    if role not in ("source", "target", "pool"):
+        raise ValueError(f"role must be 'source', 'target' or 'pool', got {role!r}")
+    cap = {
+        "source": preset.max_source_train,
+        "target": preset.max_target_train,
+        "pool": preset.max_pool_train,
+    }[role]
     out = {}
     for name in names:
         key = (
@@ -56,6 +61,7 @@ def stage_datasets(
             preset.max_test,
             preset.seed,
             str(data_dir),
+            preset.flips(name),
         )
         if key not in _DATA_CACHE:
             _DATA_CACHE[key] = load_dataset(
@@ -66,9 +72,10 @@ def stage_datasets(
                 max_val=preset.max_val,
                 max_test=preset.max_test,
                 seed=preset.seed,
+                flip=preset.flips(name),
             )
         ds = _DATA_CACHE[key]
-        if ds.num_classes > preset.head_width:
+        if role != "pool" and ds.num_classes > preset.head_width:
             raise ValueError(
                 f"preset {preset.name!r}: dataset {name!r} has {ds.num_classes} classes, "
                 f"more than head_width={preset.head_width}; raise head_width"
@@ -90,7 +97,17 @@ SOURCES_COLUMNS = (
 )  # fmt: skip
 ORACLE_COLUMNS = ("architecture", "source", "target", "accuracy", "lr", "epochs", "seconds")
 SCRATCH_COLUMNS = ("architecture", "target", "accuracy", "lr", "epochs", "seconds")
-GRID_COLUMNS = ("architecture", "source", "target", "lr", "val_accuracy")
+GRID_COLUMNS = ("architecture", "source", "target", "lr", "val_accuracy", "status")
+PRETRAIN_COLUMNS = (
+    "architecture", "pool", "test_accuracy", "val_accuracy", "lr", "epochs", "train_images",
+    "classes", "seconds",
+)  # fmt: skip
+REFERENCE_COLUMNS = (
+    "architecture", "target", "accuracy", "val_accuracy", "lr", "epochs", "converged",
+    "val_curve", "seconds",
+)  # fmt: skip
+#: ``source`` column of grid.csv rows that belong to from-scratch runs.
+SCRATCH_SOURCE = "(scratch)"
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -162,7 +179,9 @@ def preset_record(preset: Preset) -> dict[str, Any]:
 def check_run_dir(preset: Preset, run_dir: str | os.PathLike) -> None:
     """Refuse ``run_dir`` if it was made with another preset or recipe; record ``preset`` in
     ``<run_dir>/preset.json`` (atomically) on first use. A run dir without the record (runs
-    older than it) is accepted and the record written then."""
+    older than it) is accepted and the record written then. The targets may differ (a run
+    grows new targets on the same zoo: every transfer is keyed by its target); the record
+    then lists the union."""
     import json
 
     run_dir = Path(run_dir)
@@ -176,16 +195,21 @@ def check_run_dir(preset: Preset, run_dir: str | os.PathLike) -> None:
             raise ValueError(
                 f"run dir {run_dir}: unreadable {path} ({e}); use another --run-dir"
             ) from None
-        if name != want["preset"] or recipe != want["recipe"]:
-            diff = sorted(
-                k for k in set(recipe) | set(want["recipe"])
-                if k != "name" and recipe.get(k) != want["recipe"].get(k)
-            )  # fmt: skip
+        diff = sorted(
+            k for k in set(recipe) | set(want["recipe"])
+            if k not in ("name", "targets") and recipe.get(k) != want["recipe"].get(k)
+        )  # fmt: skip
+        if name != want["preset"] or diff:
             what = f"differs in {', '.join(diff)}" if diff else "another recipe"
             raise ValueError(
                 f"run dir {run_dir} was made with preset {name} ({what} from preset "
                 f"{preset.name}); use another --run-dir or the same preset"
             )
+        targets = list(recipe.get("targets", []))
+        grown = targets + [t for t in preset.targets if t not in targets]
+        if grown != targets:
+            got["recipe"]["targets"] = grown
+            write_bytes(path, (json.dumps(got, indent=1, sort_keys=True) + "\n").encode())
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(path, (json.dumps(want, indent=1, sort_keys=True) + "\n").encode(), parents=True)
@@ -203,17 +227,77 @@ def train_sources(
     progress: bool = True,
     data_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, str]]:
-    """Train every ``(architecture, source)`` model of ``preset`` into ``run_dir``.
+    """Pretrain every architecture on the preset's pool (if it has one), then train every
+    ``(architecture, source)`` model of ``preset`` into ``run_dir``.
 
-    Writes ``sources/<arch>/<source>.msgpack`` (variables + meta) and a row of
-    ``sources.csv`` per model; a model whose file and row exist is skipped, one interrupted
-    mid-training resumes from its last epoch checkpoint. Returns the CSV rows. A run dir made
-    with another preset or recipe is refused (:func:`check_run_dir`).
+    Writes ``pretrained/<arch>.msgpack`` + a row of ``pretrain.csv`` per architecture, and
+    ``sources/<arch>/<source>.msgpack`` (variables + meta) + a row of ``sources.csv`` per
+    model; a model whose file and row exist is skipped, one interrupted mid-training resumes
+    from its last epoch checkpoint. Returns the sources' CSV rows. A run dir made with another
+    preset or recipe is refused (:func:`check_run_dir`).
     """
     run_dir = Path(run_dir)
     check_run_dir(preset, run_dir)
+    if preset.pool:
+        with timed_stage(run_dir, "pretrain"):
+            _pretrain(preset, run_dir, grid=grid, progress=progress, data_dir=data_dir)
     with timed_stage(run_dir, "sources"):
         return _train_sources(preset, run_dir, grid=grid, progress=progress, data_dir=data_dir)
+
+
+def pool_dataset(preset: Preset, *, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """The preset's pretraining pool as one dataset
+    (:func:`~parc_jax.groundtruth.data.concat_datasets`)."""
+    from parc_jax.groundtruth.data import concat_datasets
+
+    parts = stage_datasets(preset, preset.pool, role="pool", data_dir=data_dir)
+    return concat_datasets("+".join(preset.pool), [parts[n] for n in preset.pool])
+
+
+def _pretrain(preset, run_dir, *, grid, progress, data_dir):
+    from parc_jax.groundtruth.zoo import make_model
+
+    csv_path = run_dir / "pretrain.csv"
+    done = {r["architecture"] for r in read_csv(csv_path)}
+    ds = pool_dataset(preset, data_dir=data_dir)
+    for arch in tqdm(preset.architectures, desc=f"pretrain [{preset.name}]", disable=not progress):
+        out = run_dir / "pretrained" / f"{arch}.msgpack"
+        if arch in done and out.is_file():
+            continue
+        model = make_model(arch, num_classes=ds.num_classes, width=preset.width)
+        variables = init_variables(model, _key(preset.seed, arch, "pool"), image_size=ds.image_size)
+        prefix = run_dir / "ckpt" / "pretrained" / arch
+        res = grid_search(
+            model, variables, ds, learning_rates=[preset.pretrain_lr], config=preset.pretrain,
+            seed=preset.seed, grid=grid, checkpoint=prefix, progress=progress,
+            desc=f"{arch}/pool",
+        )  # fmt: skip
+        meta = {
+            "architecture": arch, "pool": ds.name, "num_classes": ds.num_classes,
+            "width": preset.width, "image_size": ds.image_size,
+            "test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracies[res.lr],
+            "lr": res.lr, "epochs": res.epochs, "train_images": len(ds.train),
+        }  # fmt: skip
+        save_variables(out, res.variables, meta)
+        row = dict(meta, classes=ds.num_classes, seconds=round(res.seconds, 2))
+        row = {k: (_fmt(v) if isinstance(v, float) else v) for k, v in row.items()}
+        _append_csv(csv_path, PRETRAIN_COLUMNS, row)
+        remove_checkpoints(prefix)
+        log.info(
+            "pretrain %s on %s: test %.2f%% (%.1fs)", arch, ds.name, res.test_accuracy, res.seconds
+        )
+
+
+def _start(preset, run_dir, model, arch, key, *, image_size):
+    """Initial variables of a source model: the pretrained trunk with a fresh head when the
+    preset has a pool, else random weights."""
+    if not preset.pool:
+        return init_variables(model, key, image_size=image_size)
+    path = run_dir / "pretrained" / f"{arch}.msgpack"
+    if not path.is_file():
+        raise ValueError(f"run_dir: missing pretrained model {path}; run the sources stage")
+    trunk, _ = load_variables(path)
+    return new_head(model, trunk, key, image_size=image_size)
 
 
 def _train_sources(preset, run_dir, *, grid, progress, data_dir):
@@ -229,7 +313,9 @@ def _train_sources(preset, run_dir, *, grid, progress, data_dir):
             continue
         ds = data[source]
         model = make_model(arch, num_classes=preset.head_width, width=preset.width)
-        variables = init_variables(model, _key(preset.seed, arch, source), image_size=ds.image_size)
+        variables = _start(
+            preset, run_dir, model, arch, _key(preset.seed, arch, source), image_size=ds.image_size
+        )
         prefix = run_dir / "ckpt" / "sources" / arch / source
         res = grid_search(
             model, variables, ds, learning_rates=[preset.source_lr], config=preset.source,
@@ -261,21 +347,50 @@ def run_transfers(
     progress: bool = True,
     data_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, str]]:
-    """From-scratch baselines, then every fine-tuning transfer of ``preset``, into ``run_dir``.
+    """From-scratch baselines, rsa/dds reference models, then every fine-tuning transfer of
+    ``preset``, into ``run_dir``.
 
-    Scratch: ``scratch/<arch>/<target>.msgpack`` + ``scratch.csv``. Transfers: one row of
-    ``oracle.csv`` (architecture, source, target, accuracy %, lr, epochs, seconds) each and the
-    validation accuracy of every grid learning rate in ``grid.csv``. Finished rows are skipped
-    (resumable); needs the sources stage. Returns the oracle rows. A run dir made with another
-    preset or recipe is refused (:func:`check_run_dir`).
+    Scratch: ``scratch/<arch>/<target>.msgpack`` + ``scratch.csv``. References:
+    ``references/<arch>/<target>.msgpack`` + ``references.csv`` (accuracy, the validation
+    accuracy after each length tried, whether the convergence criterion stopped it).
+    Transfers: one row of ``oracle.csv`` (architecture, source, target, accuracy %, lr,
+    epochs, seconds) each. Every learning rate tried, scratch runs included (source
+    ``(scratch)``), is a row of ``grid.csv`` with its validation accuracy and status (ok,
+    collapsed, diverged). Finished rows are skipped (resumable); needs the sources stage.
+    Returns the oracle rows. A run dir made with another preset or recipe is refused
+    (:func:`check_run_dir`).
     """
     run_dir = Path(run_dir)
     check_run_dir(preset, run_dir)
+    kw = {"grid": grid, "progress": progress, "data_dir": data_dir}
+    with timed_stage(run_dir, "scratch"):
+        _run_scratch(preset, run_dir, **kw)
+    with timed_stage(run_dir, "references"):
+        _run_references(preset, run_dir, **kw)
     with timed_stage(run_dir, "transfers"):
-        return _run_transfers(preset, run_dir, grid=grid, progress=progress, data_dir=data_dir)
+        return _run_transfers(preset, run_dir, **kw)
 
 
-def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
+def _record_grid(run_dir: Path, arch: str, source: str, target: str, res) -> None:
+    grid_csv = run_dir / "grid.csv"
+    rows = [
+        r for r in read_csv(grid_csv)
+        if (r["architecture"], r["source"], r["target"]) != (arch, source, target)
+    ]  # fmt: skip
+    rows += [
+        {"architecture": arch, "source": source, "target": target, "lr": _fmt(lr),
+         "val_accuracy": _fmt(acc), "status": res.status.get(lr, "ok")}
+        for lr, acc in res.val_accuracies.items()
+    ]  # fmt: skip
+    write_csv(grid_csv, GRID_COLUMNS, rows)
+    if res.all_failed:
+        log.warning(
+            "%s %s->%s: every learning rate collapsed or diverged; kept the best (flagged)",
+            arch, source, target,
+        )  # fmt: skip
+
+
+def _run_scratch(preset, run_dir, *, grid, progress, data_dir):
     from parc_jax.groundtruth.zoo import make_model
 
     data = stage_datasets(preset, preset.targets, role="target", data_dir=data_dir)
@@ -295,7 +410,7 @@ def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
         res = grid_search(
             model, variables, ds, learning_rates=preset.scratch_lrs, config=preset.scratch,
             seed=preset.seed, grid=grid, checkpoint=prefix, progress=progress,
-            desc=f"{arch}/scratch->{target}",
+            desc=f"{arch}/scratch->{target}", extend=preset.lr_extend,
         )  # fmt: skip
         meta = {
             "architecture": arch, "target": target, "depth": int(model.depth),
@@ -304,6 +419,7 @@ def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
             "test_accuracy": res.test_accuracy, "lr": res.lr, "epochs": res.epochs,
         }  # fmt: skip
         save_variables(out, res.variables, meta)
+        _record_grid(run_dir, arch, SCRATCH_SOURCE, target, res)
         row = {
             "architecture": arch, "target": target, "accuracy": _fmt(res.test_accuracy),
             "lr": _fmt(res.lr), "epochs": res.epochs, "seconds": _fmt(round(res.seconds, 2)),
@@ -315,8 +431,76 @@ def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
             arch, target, res.test_accuracy, res.lr, res.seconds,
         )  # fmt: skip
 
+
+def _run_references(preset, run_dir, *, grid, progress, data_dir):
+    """Reference models for rsa/dds, trained from scratch to a convergence criterion (see
+    :class:`~parc_jax.groundtruth.presets.Preset`)."""
+    from parc_jax.groundtruth.zoo import make_model
+
+    data = stage_datasets(preset, preset.targets, role="target", data_dir=data_dir)
+    scratch = {(r["architecture"], r["target"]): r for r in read_csv(run_dir / "scratch.csv")}
+    scratch_val = {
+        (r["architecture"], r["target"], float(r["lr"])): float(r["val_accuracy"])
+        for r in read_csv(run_dir / "grid.csv")
+        if r["source"] == SCRATCH_SOURCE
+    }
+    ref_csv = run_dir / "references.csv"
+    done = {(r["architecture"], r["target"]) for r in read_csv(ref_csv)}
+    jobs = [(a, t) for t in preset.targets for a in preset.architectures]
+    for arch, target in tqdm(jobs, desc=f"references [{preset.name}]", disable=not progress):
+        out = run_dir / "references" / arch / f"{target}.msgpack"
+        if (arch, target) in done and out.is_file():
+            continue
+        ds = data[target]
+        lr = float(scratch[(arch, target)]["lr"])
+        base, _, _ = preset.scratch.plan(len(ds.train))
+        model = make_model(arch, num_classes=preset.head_width, width=preset.width)
+        variables = init_variables(
+            model, _key(preset.seed, arch, "scratch", target), image_size=ds.image_size
+        )
+        t0 = time.perf_counter()
+        curve: list[float] = [scratch_val[(arch, target, lr)]]  # the scratch run: factor 1
+        res = None
+        converged = False
+        for factor in preset.reference_epochs:
+            config = dataclasses.replace(preset.scratch, epochs=base * factor, min_steps=0)
+            prefix = run_dir / "ckpt" / "references" / arch / f"{target}.e{factor}"
+            res = grid_search(
+                model, variables, ds, learning_rates=[lr], config=config, seed=preset.seed,
+                grid=grid, checkpoint=prefix, progress=progress,
+                desc=f"{arch}/reference->{target} x{factor}",
+            )  # fmt: skip
+            remove_checkpoints(prefix)
+            curve.append(res.val_accuracies[res.lr])
+            if curve[-1] - curve[-2] < preset.reference_tolerance:
+                converged = True
+                break
+        meta = {
+            "architecture": arch, "target": target, "depth": int(model.depth),
+            "num_classes": ds.num_classes, "head_width": preset.head_width,
+            "width": preset.width, "test_accuracy": res.test_accuracy, "lr": lr,
+            "epochs": res.epochs, "converged": converged,
+        }  # fmt: skip
+        save_variables(out, res.variables, meta)
+        row = {
+            "architecture": arch, "target": target, "accuracy": _fmt(res.test_accuracy),
+            "val_accuracy": _fmt(curve[-1]), "lr": _fmt(lr), "epochs": res.epochs,
+            "converged": int(converged), "val_curve": " ".join(_fmt(v) for v in curve),
+            "seconds": _fmt(round(time.perf_counter() - t0, 2)),
+        }  # fmt: skip
+        _append_csv(ref_csv, REFERENCE_COLUMNS, row)
+        log.info(
+            "reference %s %s: test %.2f%% after %d epochs (%s)",
+            arch, target, res.test_accuracy, res.epochs,
+            "converged" if converged else "epoch cap",
+        )  # fmt: skip
+
+
+def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
+    from parc_jax.groundtruth.zoo import make_model
+
+    data = stage_datasets(preset, preset.targets, role="target", data_dir=data_dir)
     oracle_csv = run_dir / "oracle.csv"
-    grid_csv = run_dir / "grid.csv"
     done3 = {(r["architecture"], r["source"], r["target"]) for r in read_csv(oracle_csv)}
     transfers = preset.transfers()
     for arch, source, target in tqdm(
@@ -338,18 +522,9 @@ def _run_transfers(preset, run_dir, *, grid, progress, data_dir):
         res = grid_search(
             model, variables, ds, learning_rates=preset.finetune_lrs, config=preset.finetune,
             seed=preset.seed, grid=grid, checkpoint=prefix, progress=progress,
-            desc=f"{arch}/{source}->{target}",
+            desc=f"{arch}/{source}->{target}", extend=preset.lr_extend,
         )  # fmt: skip
-        rows = [
-            r for r in read_csv(grid_csv)
-            if (r["architecture"], r["source"], r["target"]) != (arch, source, target)
-        ]  # fmt: skip
-        rows += [
-            {"architecture": arch, "source": source, "target": target, "lr": _fmt(lr),
-             "val_accuracy": _fmt(acc)}
-            for lr, acc in res.val_accuracies.items()
-        ]  # fmt: skip
-        write_csv(grid_csv, GRID_COLUMNS, rows)
+        _record_grid(run_dir, arch, source, target, res)
         row = {
             "architecture": arch, "source": source, "target": target,
             "accuracy": _fmt(res.test_accuracy), "lr": _fmt(res.lr), "epochs": res.epochs,

@@ -476,7 +476,13 @@ def new_head(
 
 @dataclasses.dataclass
 class GridResult:
-    """Outcome of a learning-rate grid search (accuracies in percent)."""
+    """Outcome of a learning-rate grid search (accuracies in percent).
+
+    ``status``: per trained rate, ``"ok"``, ``"collapsed"`` (validation accuracy within
+    ``collapse_margin`` points of the validation split's majority-class rate) or ``"diverged"``
+    (non-finite weights). ``all_failed``: no rate trained without collapsing or diverging; the
+    best of them is kept and must be flagged by the caller.
+    """
 
     lr: float
     test_accuracy: float
@@ -484,6 +490,51 @@ class GridResult:
     epochs: int
     seconds: float
     variables: dict[str, Any]
+    status: dict[float, str] = dataclasses.field(default_factory=dict)
+    all_failed: bool = False
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """Accuracy (%) of always predicting the most frequent label."""
+    labels = np.asarray(labels)
+    return float(100.0 * np.bincount(labels).max() / labels.size) if labels.size else 0.0
+
+
+def _member_status(variables: Mapping[str, Any], val: float, floor: float) -> str:
+    leaves = jax.tree_util.tree_leaves(variables.get("params", variables))
+    if not all(bool(np.all(np.isfinite(np.asarray(a)))) for a in leaves):
+        return "diverged"
+    return "collapsed" if val <= floor else "ok"
+
+
+def next_learning_rate(
+    vals: Mapping[float, float],
+    status: Mapping[float, str],
+    *,
+    base: Sequence[float],
+    extend: int,
+) -> float | None:
+    """The next rate :func:`grid_search` trains, or None when the grid is done.
+
+    ``vals``/``status``: validation accuracy and status of every rate trained so far (the
+    ``base`` grid and earlier extensions). Rates beyond the base grid are spaced like its
+    outermost pair (x sqrt(10) for a single rate), at most ``extend`` on each side: below the
+    smallest while every rate failed or the best is the smallest, above the largest while the
+    best is the largest. Ties on accuracy count for the smaller rate.
+    """
+    lo, hi = sorted(base)[0], sorted(base)[-1]
+    rates = sorted(vals)
+    b = sorted(base)
+    ratio_lo = b[1] / b[0] if len(b) > 1 else 10**0.5
+    ratio_hi = b[-1] / b[-2] if len(b) > 1 else 10**0.5
+    below = sum(r < lo for r in rates)
+    above = sum(r > hi for r in rates)
+    ok = [r for r in rates if status[r] == "ok"]
+    if not ok or max(ok, key=lambda r: (vals[r], -r)) == rates[0]:
+        return float(f"{rates[0] / ratio_lo:.4g}") if below < extend else None
+    if max(ok, key=lambda r: (vals[r], -r)) == rates[-1] and above < extend:
+        return float(f"{rates[-1] * ratio_hi:.4g}")
+    return None
 
 
 def grid_search(
@@ -498,41 +549,63 @@ def grid_search(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "train",
+    extend: int = 0,
+    collapse_margin: float = 1.0,
 ) -> GridResult:
     """Train once per learning rate, pick the best on ``dataset.val``, score it on the test.
 
-    Ties on validation accuracy go to the earlier learning rate in the grid.
+    A rate whose model diverged or collapsed (:class:`GridResult` ``status``) is never chosen
+    while another trained. ``extend``: up to this many further rates on each side, one at a
+    time, spaced like the grid's outermost pair: while the best rate is the grid's smallest
+    or largest, the next rate beyond it is trained, so that the chosen rate ends interior (or
+    at the cap); while every rate failed, the next smaller rate is tried (collapse and
+    divergence come from too large a step). Ties on validation accuracy go to the smaller
+    rate.
     """
     if len(dataset.val) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no validation split to choose on")
+    if not isinstance(extend, int) or extend < 0:
+        raise ValueError(f"extend must be an int >= 0, got {extend!r}")
+    lrs0 = sorted(float(v) for v in learning_rates)
     t0 = time.perf_counter()
-    members = train(
-        model,
-        variables,
-        dataset.train,
-        num_classes=dataset.num_classes,
-        learning_rates=learning_rates,
-        config=config,
-        seed=seed,
-        flip=dataset.flip,
-        grid=grid,
-        checkpoint=checkpoint,
-        progress=progress,
-        desc=desc,
-    )
     k = dataset.num_classes
     bs = config.eval_batch_size
-    vals = [accuracy(model, v, dataset.val, num_classes=k, batch_size=bs) for v in members]
-    best = int(np.argmax(vals))
+    floor = majority_rate(dataset.val.labels) + collapse_margin
+    members: dict[float, Any] = {}
+    vals: dict[float, float] = {}
+    status: dict[float, str] = {}
+
+    def fit(rates: Sequence[float], prefix: str | os.PathLike | None) -> None:
+        out = train(
+            model, variables, dataset.train, num_classes=k, learning_rates=rates, config=config,
+            seed=seed, flip=dataset.flip, grid=grid, checkpoint=prefix, progress=progress,
+            desc=desc,
+        )  # fmt: skip
+        for lr, v in zip(rates, out, strict=True):
+            members[lr] = v
+            vals[lr] = accuracy(model, v, dataset.val, num_classes=k, batch_size=bs)
+            status[lr] = _member_status(v, vals[lr], floor)
+
+    fit(lrs0, checkpoint)
+    while (nxt := next_learning_rate(vals, status, base=lrs0, extend=extend)) is not None:
+        prefix = None if checkpoint is None else Path(f"{checkpoint}.x{nxt:g}")
+        fit([nxt], prefix)
+
+    rates = sorted(members)
+    ok = [lr for lr in rates if status[lr] == "ok"]
+    pool = ok or rates
+    best = max(pool, key=lambda lr: (vals[lr], -lr))
     test = accuracy(model, members[best], dataset.test, num_classes=k, batch_size=bs)
     epochs, _, _ = config.plan(len(dataset.train))
     return GridResult(
-        lr=float(learning_rates[best]),
+        lr=best,
         test_accuracy=test,
-        val_accuracies={float(lr): v for lr, v in zip(learning_rates, vals, strict=True)},
+        val_accuracies={lr: vals[lr] for lr in rates},
         epochs=epochs,
         seconds=time.perf_counter() - t0,
         variables=jax.tree_util.tree_map(np.asarray, members[best]),
+        status={lr: status[lr] for lr in rates},
+        all_failed=not ok,
     )
 
 
