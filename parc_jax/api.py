@@ -213,6 +213,11 @@ def probe_subsample(
 
 def _target_info(target: Any) -> TargetInfo:
     labels = np.asarray(target.labels)
+    if not target.regression and (labels.ndim == 2) != target.multilabel:
+        raise ValueError(
+            f"target: task {target.task!r} does not fit labels of shape {labels.shape} "
+            "([n] class indices are 'classification', [n, K] 0/1 'multilabel'); set task"
+        )
     if not target.regression:
         where = f"target {target.name!r} labels"
         check_class_coverage(labels, int(target.num_classes), where=where)

@@ -269,8 +269,8 @@ def test_version_1_banks_still_read(tmp_path):
     from parc_jax.bank import _codec
 
     single = _v1_tree(np.array([0, 1, 2, 0, 1, 2]), 3)
-    multi = _v1_tree(np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]] + np.eye(3)[[1, 2, 0, 2, 0, 1]],
-                     3)  # fmt: skip
+    two_hot = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]] + np.eye(3)[[1, 2, 0, 2, 0, 1]]
+    multi = _v1_tree(two_hot, 3)
     for tree, task in ((single, "classification"), (multi, "multilabel")):
         path = tmp_path / f"{task}.msgpack"
         path.write_bytes(_codec.encode(tree))
@@ -279,7 +279,8 @@ def test_version_1_banks_still_read(tmp_path):
         assert B.open_bank(path).target.task == task
     # a version-1 file cannot declare a task; a version-2 file must
     path = tmp_path / "bad.msgpack"
-    path.write_bytes(_codec.encode({**single, "target": {**single["target"], "task": "regression"}}))
+    declared = {**single["target"], "task": "regression"}
+    path.write_bytes(_codec.encode({**single, "target": declared}))
     with pytest.raises(B.BankError, match="field 'task'.*version-2 field"):
         B.read_bank(path)
     path.write_bytes(_codec.encode({**single, "version": 2}))

@@ -185,7 +185,7 @@ def knn(
         features, labels, feature_mask, num_classes, n_dims, "knn", multilabel=True,
         regression=regression,
     )  # fmt: skip
-    _check_k(k, None if is_traced(x) else x.shape[0])
+    _check_k(k, np.shape(x)[0])  # shapes are static, traced or not
     if not is_traced(x, y, mask):
         mask = mask_or_ones(mask, x.shape[1])
     return _knn_jit(
@@ -194,9 +194,9 @@ def knn(
     )  # fmt: skip
 
 
-def _check_k(k: Any, n: int | None) -> None:
-    """``k``: an int with ``1 <= k <= n - 1`` (``n`` None: only ``k >= 1`` is checked)."""
+def _check_k(k: Any, n: int) -> None:
+    """``k``: an int with ``1 <= k <= n - 1``."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: expected a positive int (neighbours per prediction), got {k!r}")
-    if n is not None and k > n - 1:
+    if k > n - 1:
         raise ValueError(f"k: {k} neighbours but only {n - 1} other probe images; lower k")
