@@ -104,7 +104,7 @@ def knn_core(
     x, m = numerics.reduce_features(features, feature_mask, n_dims)
     dtype = x.dtype
     if k == 1:
-        nn = nearest_neighbours(x, m)[:, None]  # argmin: exactly the 1-NN of old
+        nn = nearest_neighbours(x, m)[:, None]  # the nearest (argmin, lowest index on ties)
     else:
         nn = nearest_neighbours(x, m, k)
     if regression:
