@@ -185,16 +185,22 @@ def _finite_or_none(x: Any) -> float | None:
 
 
 def probe_subsample(
-    labels: np.ndarray, fraction: float, rng: np.random.Generator, *, min_per_class: int = 2
+    labels: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    *,
+    min_per_class: int = 2,
+    stratify: bool = True,
 ) -> np.ndarray:
     """Sorted indices of a stratified subsample of the probe (without replacement).
 
     Each class keeps ``round(fraction * count)`` images but at least ``min(count,
-    min_per_class)``; multi-label probes are subsampled uniformly. Without replacement on
-    purpose: duplicated images would hand 1-NN a perfect neighbour and PARC zero distances.
+    min_per_class)``; multi-label probes, and any with ``stratify=False`` (regression
+    targets), are subsampled uniformly. Without replacement on purpose: duplicated images
+    would hand 1-NN a perfect neighbour and PARC zero distances.
     """
     n = labels.shape[0]
-    if labels.ndim == 2:
+    if labels.ndim == 2 or not stratify:
         keep = max(2, int(round(fraction * n)))
         return np.sort(rng.choice(n, size=keep, replace=False))
     chosen = []
@@ -207,13 +213,21 @@ def probe_subsample(
 
 def _target_info(target: Any) -> TargetInfo:
     labels = np.asarray(target.labels)
-    check_class_coverage(labels, int(target.num_classes), where=f"target {target.name!r} labels")
+    if not target.regression and (labels.ndim == 2) != target.multilabel:
+        raise ValueError(
+            f"target: task {target.task!r} does not fit labels of shape {labels.shape} "
+            "([n] class indices are 'classification', [n, K] 0/1 'multilabel'); set task"
+        )
+    if not target.regression:
+        where = f"target {target.name!r} labels"
+        check_class_coverage(labels, int(target.num_classes), where=where)
     return TargetInfo(
         name=str(target.name),
         labels=np.asarray(target.labels),
         num_classes=int(target.num_classes),
         num_images=None if target.num_images is None else int(target.num_images),
         reference_features=target.reference_features,
+        task=target.task,
     )
 
 
@@ -346,7 +360,8 @@ def score_bank(
     rng = np.random.default_rng(seed)
     probe_sets: list[np.ndarray | None] = [None]
     probe_sets += [
-        probe_subsample(target.labels, BOOTSTRAP_FRACTION, rng) for _ in range(bootstrap)
+        probe_subsample(target.labels, BOOTSTRAP_FRACTION, rng, stratify=not target.regression)
+        for _ in range(bootstrap)
     ]
     mesh = None
     if devices is not None or len(jax.local_devices()) > 1:
@@ -454,6 +469,7 @@ def score_bank(
     return ScoreResult(
         target={
             "name": target.name,
+            "task": target.task,
             "num_classes": target.num_classes,
             "num_probe_images": target.n,
             "multilabel": target.multilabel,

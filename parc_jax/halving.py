@@ -136,12 +136,15 @@ def halving_pays(
     )
 
 
-def nested_probes(labels: np.ndarray, sizes: Sequence[int], seed: int = 0) -> list[np.ndarray]:
+def nested_probes(
+    labels: np.ndarray, sizes: Sequence[int], seed: int = 0, *, stratify: bool = True
+) -> list[np.ndarray]:
     """Nested stratified subsets of the probe: indices of the first ``sizes[r]`` images of one
     seeded order in which classes alternate (every class gets images early; >= 2 per class
-    whenever the size allows)."""
+    whenever the size allows). Multi-label probes, and any with ``stratify=False``
+    (regression targets), take a plain seeded order."""
     rng = np.random.default_rng(seed)
-    if labels.ndim == 2:
+    if labels.ndim == 2 or not stratify:
         order = rng.permutation(labels.shape[0])
     else:
         # round-robin over classes in a shuffled order: position k of class c gets key k
@@ -179,7 +182,7 @@ def _schedule(target, total: int, eta: int, min_fraction: float):
     """Probe sizes per round and the per-class floor of every round (None for multi-label):
     a round gives every class of the probe 2 images (the scorers' minimum), or all it has
     (full scoring's floor too, see probe_subsample)."""
-    if target.labels.ndim == 2:
+    if target.labels.ndim == 2 or target.regression:
         floor, min_size = None, 1
     else:
         floor = np.minimum(np.bincount(target.labels), 2)
@@ -233,7 +236,7 @@ def successive_halving(
     # every model's fields
     resolve_methods([method], target, facts)
     sizes, floor = _schedule(target, total, eta, min_fraction)
-    probes = nested_probes(target.labels, sizes, seed)
+    probes = nested_probes(target.labels, sizes, seed, stratify=not target.regression)
     for size, idx in zip(sizes, probes):
         if floor is not None:
             counts = np.bincount(target.labels[idx], minlength=floor.size)

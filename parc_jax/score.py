@@ -234,7 +234,7 @@ def format_table(result, sort_by: str | None, top: int | None, *, wide: bool = F
     right = {0, *range(3, len(cols))}
     out = [
         f"target {result.target['name']}: {result.target['num_probe_images']} probe images, "
-        f"{result.target['num_classes']} classes, {len(result)} models; sorted by {sort_key}",
+        f"{_target_kind(result.target)}, {len(result)} models; sorted by {sort_key}",
         *_render(cols, body, right),
         *_wrap("", [
             "higher = predicted to transfer better, scales differ by scorer (--help)",
@@ -282,6 +282,13 @@ def format_csv(result, sort_by: str | None, top: int | None) -> str:
 
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN
+
+
+def _target_kind(target: dict) -> str:
+    """``K classes`` or, for a regression target, ``regression, C output(s)``."""
+    if target.get("task") == "regression":
+        return f"regression, {target['num_classes']} output(s)"
+    return f"{target['num_classes']} classes"
 
 
 def _render(cols: list[str], body: list[list[str]], right: set[int]) -> list[str]:

@@ -20,6 +20,7 @@ __all__ = [
     "check_n_dims",
     "check_positive_scalar",
     "check_probs",
+    "check_regression_targets",
     "is_traced",
     "label_info",
 ]
@@ -181,6 +182,39 @@ def check_labels(
                 f"at least {min_per_class} per class; draw a larger probe or drop that class"
             )
     return out, k
+
+
+def check_regression_targets(
+    targets: Any, *, n: int | None = None, method: str = "this score"
+) -> np.ndarray:
+    """Check regression targets: finite real values ``[n]`` or ``[n, C]``, at least 2 rows,
+    every output varying over the probe; returns them as float64 NumPy in the shape given."""
+    arr = _as_numpy(targets, "labels")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(
+            f"labels: {method} takes real-valued regression targets, got dtype {arr.dtype}"
+        )
+    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] < 1):
+        raise ValueError(
+            f"labels: regression targets must be [n] or [n, C] real values, got shape {arr.shape}"
+        )
+    if arr.shape[0] < 2:
+        raise ValueError(f"labels: needs at least 2 probe images, got {arr.shape[0]}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(
+            f"labels: has {arr.shape[0]} rows but features have {n}; features and targets must "
+            "come from the same probe set"
+        )
+    out = arr.astype(np.float64)
+    _check_finite(out, "labels")
+    cols = out.reshape(out.shape[0], -1)
+    flat = np.flatnonzero(np.all(cols == cols[:1], axis=0))
+    if flat.size:
+        raise ValueError(
+            f"labels: regression output {int(flat[0])} is the same for every probe image: it "
+            "has nothing to predict; drop that output"
+        )
+    return out
 
 
 class EmptyClassesWarning(UserWarning):

@@ -82,6 +82,7 @@ def good_tree(**kw):
 def assert_bank_equal(a: B.Bank, b: B.Bank) -> None:
     assert a.target.name == b.target.name
     assert a.target.num_classes == b.target.num_classes
+    assert a.target.task == b.target.task
     assert a.target.num_images == b.target.num_images
     np.testing.assert_array_equal(a.target.labels, b.target.labels)
     assert a.target.labels.dtype == b.target.labels.dtype
@@ -215,7 +216,8 @@ def test_file_is_plain_msgpack_without_pickle(tmp_path, monkeypatch):
     path = tmp_path / "b.msgpack"
     B.write_bank(path, bank)
     raw = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
-    assert raw["format"] == "parc-bank" and raw["version"] == 1
+    assert raw["format"] == "parc-bank" and raw["version"] == B.VERSION == 2
+    assert raw["target"]["task"] == "classification"
     ext = raw["models"][1]["features"]
     assert isinstance(ext, msgpack.ExtType) and ext.code == 1  # Flax's ndarray extension
     shape, dtype, buffer = msgpack.unpackb(ext.data, raw=False)
@@ -365,11 +367,11 @@ def test_unknown_format_and_version(tmp_path):
     check_read_error(path, "field 'format'", "other-bank", "not a parc bank")
 
     def version(t):
-        t["version"] = 2
+        t["version"] = 3
 
     path = bad_file(tmp_path, version)
-    check_read_error(path, "field 'version'", "version 2 is not supported", "upgrade")
-    raises_bank_error(lambda: B.open_bank(path), "version 2")
+    check_read_error(path, "field 'version'", "version 3 is not supported", "upgrade")
+    raises_bank_error(lambda: B.open_bank(path), "version 3")
 
     def no_format(t):
         del t["format"]

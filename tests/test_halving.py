@@ -167,6 +167,7 @@ def _multilabel_bank():
     labels = np.eye(4, dtype=np.float32)[bank.target.labels]
     labels[::3, 0] = 1.0  # a second label on every third image
     bank.target.labels = labels
+    bank.target.task = "multilabel"
     return bank
 
 

@@ -5,8 +5,11 @@ many source models. ``bank.msgpack`` is one msgpack map whose NumPy arrays use a
 extension type (:mod:`parc_jax.bank._codec`; the layout of ``flax.serialization``, so either
 side reads the other's files)::
 
-    {"format": "parc-bank", "version": 1,
-     "target": {"name": str, "labels": int [n] or 0/1 float [n, K], "num_classes": int,
+    {"format": "parc-bank", "version": 2,
+     "target": {"name": str, "task": "classification" | "multilabel" | "regression",
+                "labels": int [n] (classification), 0/1 float [n, K] (multilabel) or
+                          real [n] / [n, C] (regression: C outputs, each varying),
+                "num_classes": int (K; classification and multilabel only),
                 "num_images": int (optional),
                 "reference_features": float [n, d_r] or {architecture: float [n, d_r]}
                                       (optional)},
@@ -14,6 +17,11 @@ side reads the other's files)::
                  "probs": float [n, z] (optional), "depth": int (optional),
                  "source": str (optional), "source_images": int (optional),
                  "meta": map of msgpack-native values (optional)}, ...]}
+
+Version 1 (still read; written before targets named their task) has no ``task``: ``[n]``
+labels are a classification target, ``[n, K]`` a multi-label one, and ``num_classes`` is
+always required. Writers emit version 2. In memory a regression target's ``num_classes`` is
+its number of outputs ``C``; it is not written to the file.
 
 Readers accept ``models`` as a list or as a map ``{"0": ..., "1": ...}`` (what
 ``flax.serialization.to_state_dict`` makes of a list); writers emit a list, which round-trips.

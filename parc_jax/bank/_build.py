@@ -15,6 +15,8 @@ from parc_jax.bank._format import (
     _FLOAT_DTYPES,
     _LOAD_ERRORS,
     _MEMORY,
+    REGRESSION,
+    TASKS,
     Bank,
     BankError,
     ModelEntry,
@@ -63,11 +65,24 @@ def _as_float_array(value: Any, what: str, *, keep: tuple[np.dtype, ...]) -> np.
     raise ValueError(f"{what}: expected real numbers, got dtype {arr.dtype}")
 
 
-def _as_labels(labels: Any) -> np.ndarray:
+def _check_task_name(task: Any) -> str | None:
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task: expected one of {', '.join(TASKS)} or None, got {task!r:.40}")
+    return task
+
+
+def _as_labels(labels: Any, task: str | None = None) -> np.ndarray:
     try:
         arr = np.asarray(labels)
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"labels: cannot be read as an array ({exc})") from None
+    if task == REGRESSION:
+        if arr.ndim not in (1, 2):
+            raise ValueError(
+                f"labels: regression targets must be [n] or [n, C] real values, got shape "
+                f"{arr.shape}"
+            )
+        return arr  # real values as given; validation checks them
     if arr.ndim == 1 and np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise ValueError("labels: single-label labels must be whole numbers (class indices)")
@@ -105,10 +120,15 @@ def bank_from_arrays(
     num_images: int | None = None,
     reference_features: Any = None,
     meta: Mapping[str, Mapping] | Sequence[Mapping | None] | None = None,
+    task: str | None = None,
 ) -> Bank:
     """Build and validate a :class:`Bank` from in-memory arrays.
 
-    labels: int ``[n]`` (float arrays of whole numbers are accepted) or 0/1 ``[n, K]``.
+    task: ``"classification"``, ``"multilabel"`` or ``"regression"``; None (default) infers
+    classification from ``[n]`` labels and multi-label from ``[n, K]`` labels.
+    labels: int ``[n]`` (float arrays of whole numbers are accepted) or 0/1 ``[n, K]``; for
+    regression, finite real values ``[n]`` or ``[n, C]`` (C outputs, each varying over the
+    probe; num_classes must then be None).
     features: ``{name: [n, d]}`` or a sequence of ``[n, d]`` (then ``names``, default
     ``model000``, ``model001``, ...). float16/float32 are kept, other real dtypes become
     float32. num_classes: default ``max(labels) + 1`` or ``K``. architectures: one string for
@@ -131,6 +151,7 @@ def bank_from_arrays(
         num_images=num_images,
         reference_features=reference_features,
         meta=meta,
+        task=task,
     )
     return validate_tree(bank_to_tree(bank), shard=_MEMORY)
 
@@ -150,9 +171,11 @@ def _assemble_bank(
     num_images: Any,
     reference_features: Any,
     meta: Any,
+    task: str | None = None,
 ) -> Bank:
     """The :class:`Bank` of :func:`bank_from_arrays`, not yet validated."""
-    lab = _as_labels(labels)
+    task = _check_task_name(task)
+    lab = _as_labels(labels, task)
     if isinstance(features, Mapping):
         if names is not None:
             raise ValueError("names: give names only when features is a sequence")
@@ -172,7 +195,11 @@ def _assemble_bank(
                 raise ValueError(f"names: {len(model_names)} names for {len(feats)} models")
     if not feats:
         raise ValueError("features: no models given")
-    if num_classes is None:
+    if task == REGRESSION:
+        if num_classes is not None:
+            raise ValueError("num_classes: a regression target has no classes; leave it None")
+        num_classes = 1 if lab.ndim < 2 else lab.shape[1]
+    elif num_classes is None:
         if lab.ndim == 2:
             num_classes = lab.shape[1]
         else:
@@ -195,7 +222,7 @@ def _assemble_bank(
         ref = _as_float_array(reference_features, "reference_features", keep=_FLOAT_DTYPES)
     else:
         ref = None
-    target = Target(str(target_name), lab, _scalar(num_classes), _scalar(num_images), ref)
+    target = Target(str(target_name), lab, _scalar(num_classes), _scalar(num_images), ref, task)
     models = []
     for i, name in enumerate(model_names):
         p = prob_list[i]
@@ -229,6 +256,7 @@ def npz_folder_to_bank(
     num_images: int | None = None,
     reference_features: Any = None,
     labels_source: str | os.PathLike | None = None,
+    task: str | None = None,
 ) -> Bank:
     """Build a bank from a folder of per-model ``*.npz`` files (sorted by name).
 
@@ -239,10 +267,12 @@ def npz_folder_to_bank(
     ``allow_pickle=False``; other keys are rejected; a corrupt file raises :class:`BankError`
     naming it. Errors in a model's values name its ``.npz`` file; errors in the target name
     ``labels_source`` (where the labels came from, e.g. their file; default ``<memory>``).
+    ``task``: as in :func:`bank_from_arrays` (None infers classification or multi-label).
     """
     labels_shard = _MEMORY if labels_source is None else str(labels_source)
     try:
-        labels = _as_labels(labels)
+        task = _check_task_name(task)
+        labels = _as_labels(labels, task)
     except BankError:
         raise
     except ValueError as exc:
@@ -308,6 +338,7 @@ def npz_folder_to_bank(
             num_images=num_images,
             reference_features=reference_features,
             meta=None,
+            task=task,
         )
     except BankError:
         raise

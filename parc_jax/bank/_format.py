@@ -10,13 +10,21 @@ from typing import Any
 import numpy as np
 
 FORMAT = "parc-bank"
-VERSION = 1
+# Version 2 added the target's ``task``; version 1 files (no ``task``: classification or
+# multi-label, told apart by the labels' shape) are still read.
+VERSION = 2
+READ_VERSIONS = (1, 2)
+CLASSIFICATION, MULTILABEL, REGRESSION = "classification", "multilabel", "regression"
+TASKS = (CLASSIFICATION, MULTILABEL, REGRESSION)
 PROB_SUM_TOL = 1e-3
 _MEMORY = "<memory>"
 
 _TOP_KEYS = ("format", "version", "target", "models")
 _TARGET_REQUIRED = ("name", "labels", "num_classes")
 _TARGET_OPTIONAL = ("num_images", "reference_features")
+# version 2: every target names its task; a regression target has no num_classes
+_TARGET_REQUIRED_V2 = ("name", "labels", "task")
+_TARGET_OPTIONAL_V2 = ("num_classes", "num_images", "reference_features")
 _MODEL_REQUIRED = ("name", "features", "architecture")
 _MODEL_OPTIONAL = ("probs", "depth", "source", "source_images", "meta")
 _FEATURE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
@@ -93,7 +101,12 @@ def _corrupt(shard: str, detail: str) -> BankError:
 class Target:
     """The target task of a bank.
 
-    labels: int ``[n]`` in ``0..K-1`` (single-label) or 0/1 float ``[n, K]`` (multi-label).
+    task: ``"classification"``, ``"multilabel"`` or ``"regression"``; None (the default)
+    infers classification from ``[n]`` labels and multi-label from ``[n, K]`` labels (what a
+    version-1 bank means). labels: int ``[n]`` in ``0..K-1`` (classification), 0/1 float
+    ``[n, K]`` (multi-label) or finite floats ``[n]`` / ``[n, C]`` (regression, C outputs).
+    num_classes: ``K``; for regression the number of outputs ``C`` (1 for ``[n]`` labels),
+    set by validation (it is not stored in the file).
     reference_features: ``[n, d_r]`` features of a model trained on the target (used by rsa and
     dds for every model), or ``{architecture: [n, d_r]}`` to pick the scored model's own
     architecture, or None.
@@ -104,10 +117,19 @@ class Target:
     num_classes: int
     num_images: int | None = None
     reference_features: np.ndarray | dict[str, np.ndarray] | None = None
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = MULTILABEL if np.ndim(self.labels) == 2 else CLASSIFICATION
 
     @property
     def multilabel(self) -> bool:
-        return np.ndim(self.labels) == 2
+        return self.task == MULTILABEL
+
+    @property
+    def regression(self) -> bool:
+        return self.task == REGRESSION
 
     @property
     def n(self) -> int:

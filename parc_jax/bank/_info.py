@@ -17,12 +17,14 @@ _SINGLE_LABEL_FEATURE_SCORERS = (
     "logistic",
 )  # fmt: skip
 _MULTILABEL_FEATURE_SCORERS = ("parc", "knn")
+_REGRESSION_FEATURE_SCORERS = ("logme", "knn")
 
 
 def bank_info(path: str | os.PathLike) -> dict[str, Any]:
     """Read (and so validate) a bank and summarise it as a JSON-ready dict.
 
-    Keys: path, shards, sha256, target, n, num_classes, multilabel, num_images, num_models,
+    Keys: path, shards, sha256, target, task, n, num_classes (for regression: the number of
+    outputs), multilabel, num_images, num_models,
     widths ({d: count}), feature_dtypes, architectures ({name: count}), fields (how many models
     carry each optional field), reference ({'kind', 'architectures', 'models_covered'}),
     scorers ({name: models it can score}) and notes (why some scorers are unavailable).
@@ -48,6 +50,42 @@ def bank_info(path: str | os.PathLike) -> dict[str, Any]:
     ref = t.reference_features
     scorers: dict[str, int] = {}
     notes: list[str] = []
+    if t.regression:
+        scorers.update(dict.fromkeys(_REGRESSION_FEATURE_SCORERS, m))
+        if fields["depth"] == m:
+            scorers["+l depth prior"] = m
+        notes.append("regression target: only logme and knn apply")
+    else:
+        _classification_scorers(t, m, fields, covered, heuristic_ok, scorers, notes)
+    return {
+        "path": str(reader.path),
+        "shards": [str(s) for s in reader.shards],
+        "sha256": reader.sha256(),
+        "target": t.name,
+        "task": t.task,
+        "n": t.n,
+        "num_classes": t.num_classes,
+        "multilabel": t.multilabel,
+        "num_images": t.num_images,
+        "num_models": m,
+        "widths": {int(k): v for k, v in sorted(widths.items())},
+        "feature_dtypes": dict(sorted(dtypes.items())),
+        "architectures": dict(sorted(archs.items())),
+        "fields": fields,
+        "reference": {
+            "kind": None if ref is None else ("array" if isinstance(ref, np.ndarray) else "map"),
+            "architectures": sorted(ref) if isinstance(ref, dict) else [],
+            "models_covered": covered,
+        },
+        "scorers": scorers,
+        "notes": notes,
+    }
+
+
+def _classification_scorers(
+    t: Any, m: int, fields: dict, covered: int, heuristic_ok: int, scorers: dict, notes: list
+) -> None:
+    """Fill ``scorers`` and ``notes`` for a classification or multi-label target."""
     feature_scorers = _MULTILABEL_FEATURE_SCORERS if t.multilabel else _SINGLE_LABEL_FEATURE_SCORERS
     for name in feature_scorers:
         scorers[name] = m
@@ -71,28 +109,6 @@ def bank_info(path: str | os.PathLike) -> dict[str, Any]:
         notes.append(
             "heuristic needs depth and source_images per model and num_images on the target"
         )
-    return {
-        "path": str(reader.path),
-        "shards": [str(s) for s in reader.shards],
-        "sha256": reader.sha256(),
-        "target": t.name,
-        "n": t.n,
-        "num_classes": t.num_classes,
-        "multilabel": t.multilabel,
-        "num_images": t.num_images,
-        "num_models": m,
-        "widths": {int(k): v for k, v in sorted(widths.items())},
-        "feature_dtypes": dict(sorted(dtypes.items())),
-        "architectures": dict(sorted(archs.items())),
-        "fields": fields,
-        "reference": {
-            "kind": None if ref is None else ("array" if isinstance(ref, np.ndarray) else "map"),
-            "architectures": sorted(ref) if isinstance(ref, dict) else [],
-            "models_covered": covered,
-        },
-        "scorers": scorers,
-        "notes": notes,
-    }
 
 
 def _format_info(info: dict[str, Any]) -> str:
@@ -106,12 +122,14 @@ def _format_info(info: dict[str, Any]) -> str:
         ref_text = f"one array for all models ({ref['models_covered']}/{m} models)"
     elif ref["kind"] == "map":
         ref_text = f"per architecture {ref['architectures']} ({ref['models_covered']}/{m} models)"
+    count_label = "outputs:" if info["task"] == "regression" else "K:"
     lines = [
         f"bank:          {info['path']} ({len(info['shards'])} shard(s))",
         f"sha256:        {info['sha256']}",
         f"target:        {info['target']}",
         f"n:             {info['n']}",
-        f"K:             {info['num_classes']}",
+        f"task:          {info['task']}",
+        f"{count_label:<15}{info['num_classes']}",
         f"multilabel:    {'yes' if info['multilabel'] else 'no'}",
         f"num_images:    {info['num_images'] if info['num_images'] is not None else 'absent'}",
         f"models:        {m}",

@@ -251,7 +251,7 @@ def _load_shard(index: _ShardIndex) -> Bank:
 
 
 def _same_target(a: Target, b: Target, shard_a: str, shard_b: str) -> Target:
-    """Combine the targets of two shards; name, labels and num_classes must agree.
+    """Combine the targets of two shards; name, task, labels and num_classes must agree.
 
     num_images and reference_features may be given by either shard; where both give them they
     must agree; per-architecture reference maps are united.
@@ -262,6 +262,8 @@ def _same_target(a: Target, b: Target, shard_a: str, shard_b: str) -> Target:
     )
     if a.name != b.name:
         raise loc.error("name", f"'{b.name}' {tail} ('{a.name}')")
+    if a.task != b.task:
+        raise loc.error("task", f"'{b.task}' {tail} ('{a.task}')")
     if a.num_classes != b.num_classes:
         raise loc.error("num_classes", f"{b.num_classes} {tail} ({a.num_classes})")
     if a.labels.shape != b.labels.shape or not np.array_equal(a.labels, b.labels):
@@ -287,7 +289,7 @@ def _same_target(a: Target, b: Target, shard_a: str, shard_b: str) -> Target:
                 raise loc.error(f"reference_features[{arch!r}]", tail)
             ref.setdefault(arch, arr)
     num_images = a.num_images if a.num_images is not None else b.num_images
-    return Target(a.name, a.labels, a.num_classes, num_images, ref)
+    return Target(a.name, a.labels, a.num_classes, num_images, ref, a.task)
 
 
 def _shard_paths(path: Path) -> list[Path]:
@@ -349,12 +351,12 @@ class BankReader:
             index = _index_shard(shard_path)
             shard = str(shard_path)
             tree = _header_tree(index)
-            _check_top(tree, shard)
+            version = _check_top(tree, shard)
             if index.model_spans is None:
                 _model_list(_decode_one(index, "models"), shard)  # raises: wrong type
             if not index.model_spans:
                 raise _Loc(shard).error("models", "is empty; a bank needs at least one model")
-            shard_target = _parse_target(tree["target"], shard)
+            shard_target = _parse_target(tree["target"], shard, version)
             if target is None:
                 target, first = shard_target, shard
             else:

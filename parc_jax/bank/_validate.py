@@ -16,10 +16,17 @@ from parc_jax.bank._format import (
     _MODEL_OPTIONAL,
     _MODEL_REQUIRED,
     _TARGET_OPTIONAL,
+    _TARGET_OPTIONAL_V2,
     _TARGET_REQUIRED,
+    _TARGET_REQUIRED_V2,
     _TOP_KEYS,
+    CLASSIFICATION,
     FORMAT,
+    MULTILABEL,
     PROB_SUM_TOL,
+    READ_VERSIONS,
+    REGRESSION,
+    TASKS,
     VERSION,
     Bank,
     BankError,
@@ -199,6 +206,57 @@ def _check_labels(value: Any, num_classes: int, loc: _Loc) -> np.ndarray:
     )
 
 
+def _check_regression_labels(value: Any, loc: _Loc) -> np.ndarray:
+    """Regression targets: finite real values ``[n]`` or ``[n, C]``, each output varying over
+    the probe; returned as float64 in the shape given."""
+    arr = _array(value, loc, "labels")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise loc.error("labels", f"regression targets must be real numbers, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] < 1):
+        raise loc.error(
+            "labels", f"regression targets must be [n] or [n, C] real values, got shape {arr.shape}"
+        )
+    if arr.shape[0] < 2:
+        raise loc.error("labels", f"needs at least 2 probe images, got {arr.shape[0]}")
+    out = arr.astype(np.float64)
+    finite = np.isfinite(out)
+    if not finite.all():
+        where = _first_bad(~finite)
+        raise loc.error(
+            "labels", f"non-finite regression target {arr[where]} at {where}; clean or drop it"
+        )
+    cols = out.reshape(out.shape[0], -1)
+    flat = np.flatnonzero(np.all(cols == cols[:1], axis=0))
+    if flat.size:
+        raise loc.error(
+            "labels",
+            f"regression output {int(flat[0])} is the same for every probe image: it has "
+            "nothing to predict; drop that output",
+        )
+    return out
+
+
+def _check_task(value: Any, labels: Any, loc: _Loc) -> str:
+    """The declared task, and that the labels' shape fits it."""
+    task = _str(value, loc, "task")
+    if task not in TASKS:
+        raise loc.error("task", f"is {task!r:.40}; expected one of {', '.join(TASKS)}")
+    ndim = np.ndim(labels) if isinstance(labels, np.ndarray) else None
+    if task == CLASSIFICATION and ndim == 2:
+        raise loc.error(
+            "labels",
+            f"task 'classification' takes [n] class indices, got shape {labels.shape}; a "
+            "[n, K] 0/1 matrix is task 'multilabel', real-valued outputs task 'regression'",
+        )
+    if task == MULTILABEL and ndim == 1:
+        raise loc.error(
+            "labels",
+            f"task 'multilabel' takes an [n, K] 0/1 matrix, got shape {labels.shape}; [n] class "
+            "indices are task 'classification'",
+        )
+    return task
+
+
 def _check_meta(value: Any, loc: _Loc, path: str, depth: int = 0) -> Any:
     """Return ``value`` as msgpack-native Python (NumPy scalars become Python scalars)."""
     if depth > 64:
@@ -247,8 +305,8 @@ def _check_keys(
         )
 
 
-def _check_top(tree: Any, shard: str) -> None:
-    """format, version, and the set of top-level keys."""
+def _check_top(tree: Any, shard: str) -> int:
+    """format, version, and the set of top-level keys; returns the version."""
     loc = _Loc(shard)
     if not isinstance(tree, Mapping):
         raise BankError(
@@ -265,22 +323,44 @@ def _check_top(tree: Any, shard: str) -> None:
     if version is None:
         raise loc.error("version", f"is missing; parc banks have version {VERSION}")
     version = _int(version, loc, "version", minimum=0)
-    if version != VERSION:
+    if version not in READ_VERSIONS:
+        readable = " and ".join(map(str, READ_VERSIONS))
         raise loc.error(
             "version",
-            f"version {version} is not supported (this parc_jax reads version {VERSION}); "
-            "upgrade parc_jax or rewrite the bank in version 1",
+            f"version {version} is not supported (this parc_jax reads versions {readable}); "
+            f"upgrade parc_jax or rewrite the bank in version {VERSION}",
         )
     _check_keys(tree, loc, _TOP_KEYS, ())
+    return version
 
 
-def _parse_target(tree: Any, shard: str) -> Target:
+def _parse_target(tree: Any, shard: str, version: int = VERSION) -> Target:
+    """The target of a bank of ``version``: version 1 has no ``task`` (inferred from the
+    labels' shape, as version-1 readers did); version 2 requires it, and a regression target
+    has no ``num_classes`` (the number of outputs takes its place in memory)."""
     loc = _Loc(shard, "target")
     tree = _mapping(tree, _Loc(shard), "target")
-    _check_keys(tree, loc, _TARGET_REQUIRED, _TARGET_OPTIONAL)
+    if version == 1:
+        if tree.get("task") is not None:
+            raise loc.error(
+                "task", "is a version-2 field; a bank that declares its task must say version 2"
+            )
+        _check_keys(tree, loc, _TARGET_REQUIRED, _TARGET_OPTIONAL)
+        task = None
+    else:
+        _check_keys(tree, loc, _TARGET_REQUIRED_V2, _TARGET_OPTIONAL_V2)
+        task = _check_task(tree["task"], tree["labels"], loc)
     name = _str(tree["name"], loc, "name")
-    num_classes = _int(tree["num_classes"], loc, "num_classes", minimum=2)
-    labels = _check_labels(tree["labels"], num_classes, loc)
+    if task == REGRESSION:
+        if tree.get("num_classes") is not None:
+            raise loc.error("num_classes", "a regression target has no classes; drop num_classes")
+        labels = _check_regression_labels(tree["labels"], loc)
+        num_classes = 1 if labels.ndim == 1 else labels.shape[1]
+    else:
+        if tree.get("num_classes") is None:
+            raise loc.error("num_classes", "is missing (required for a classification target)")
+        num_classes = _int(tree["num_classes"], loc, "num_classes", minimum=2)
+        labels = _check_labels(tree["labels"], num_classes, loc)
     n = labels.shape[0]
     num_images = tree.get("num_images")
     if num_images is not None:
@@ -297,7 +377,7 @@ def _parse_target(tree: Any, shard: str) -> Target:
         ref = _check_float_matrix(
             ref, loc, "reference_features", n=n, dtypes=_FLOAT_DTYPES, hint=""
         )
-    return Target(name, labels, num_classes, num_images, ref)
+    return Target(name, labels, num_classes, num_images, ref, task)
 
 
 def _parse_model(tree: Any, index: int, target: Target, shard: str) -> ModelEntry:
@@ -367,8 +447,8 @@ def validate_tree(tree: Any, *, shard: str = _MEMORY) -> Bank:
     problem. Arrays are not copied except labels (normalised to int32 / float32).
     """
     shard = str(shard)
-    _check_top(tree, shard)
-    target = _parse_target(tree["target"], shard)
+    version = _check_top(tree, shard)
+    target = _parse_target(tree["target"], shard, version)
     raw = _model_list(tree["models"], shard)
     if not raw:
         raise _Loc(shard).error("models", "is empty; a bank needs at least one model")
@@ -396,11 +476,10 @@ def _tree_int(value: Any) -> Any:
 
 
 def _target_to_tree(target: Target) -> dict[str, Any]:
-    tree: dict[str, Any] = {
-        "name": target.name,
-        "labels": np.asarray(target.labels),
-        "num_classes": _tree_int(target.num_classes),
-    }
+    tree: dict[str, Any] = {"name": target.name, "task": target.task}
+    tree["labels"] = np.asarray(target.labels)
+    if target.task != REGRESSION:
+        tree["num_classes"] = _tree_int(target.num_classes)
     if target.num_images is not None:
         tree["num_images"] = _tree_int(target.num_images)
     ref = target.reference_features

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from parc_jax.bank._build import DEFAULT_ARCHITECTURE, npz_folder_to_bank
-from parc_jax.bank._format import _LOAD_ERRORS
+from parc_jax.bank._format import _LOAD_ERRORS, TASKS, Target
 from parc_jax.bank._info import _format_info, bank_info
 from parc_jax.bank._reader import open_bank
 from parc_jax.bank._writer import merge_banks, write_bank
@@ -39,6 +39,12 @@ def _load_labels(path: str, key: str | None) -> np.ndarray:
             return npz[key]
         except _LOAD_ERRORS as exc:
             raise cannot(exc) from None
+
+
+def _target_text(t: Target) -> str:
+    """``n=..., K=..., task=...`` (``outputs=...`` for regression) for the one-line reports."""
+    count = f"outputs={t.num_classes}" if t.regression else f"K={t.num_classes}"
+    return f"n={t.n}, {count}, task={t.task}"
 
 
 PROG = "python -m parc_jax.bank"
@@ -70,8 +76,16 @@ def _build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help=".npy, or .npz (key 'labels' or --labels-key)")
     p.add_argument("--labels-key", default=None, help="the labels' key in an .npz file")
     p.add_argument("--target-name", required=True, help="the target dataset's name")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="the target's task (default: classification for [n] labels, "
+        "multilabel for [n, K] labels); regression takes real values [n] or [n, C]",
+    )
     p.add_argument("--num-classes", type=int, default=None,
-                   help="K (default: max label + 1, or the columns of 0/1 labels)")  # fmt: skip
+                   help="K (default: max label + 1, or the columns of 0/1 labels; none for "
+                   "regression)")  # fmt: skip
     p.add_argument("--num-images", type=int, default=None,
                    help="images in the target's training set (the heuristic needs it)")  # fmt: skip
     p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE,
@@ -101,8 +115,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                     print(f"error: {exc}", file=sys.stderr)
                     status = 2
                     continue
-                t = reader.target
-                print(f"OK: {count} models, n={t.n}, K={t.num_classes} ({path})")
+                print(f"OK: {count} models, {_target_text(reader.target)} ({path})")
             return status
         if args.command == "info":
             info = bank_info(args.path)
@@ -122,12 +135,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 architecture=args.architecture,
                 num_images=args.num_images,
                 labels_source=args.labels,
+                task=args.task,
             )
             write_bank(args.out, bank, features_dtype=args.features_dtype)
-            print(
-                f"OK: wrote {len(bank)} models, n={bank.target.n}, K={bank.target.num_classes} "
-                f"to {args.out}"
-            )
+            print(f"OK: wrote {len(bank)} models, {_target_text(bank.target)} to {args.out}")
             return 0
     except (ValueError, OSError) as exc:
         print(

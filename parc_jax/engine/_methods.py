@@ -30,13 +30,15 @@ def method_dims(
 
 def _needs(spec: ScorerSpec, target: TargetInfo) -> str | None:
     """Why ``spec`` cannot run on this target (None if it can), judged from the target alone."""
-    if target.multilabel and not spec.multilabel:
-        return "single-label targets only"
+    if target.task not in spec.tasks:
+        if target.multilabel:
+            return "single-label targets only"
+        return f"does not take {target.task} targets ({' or '.join(spec.tasks)} only)"
     if REFERENCE in spec.inputs and target.reference_features is None:
         return "the bank has no target reference_features"
     if META in spec.inputs and target.num_images is None:
         return "the bank's target has no num_images"
-    if spec.min_per_class > 0 and not target.multilabel:
+    if spec.min_per_class > 0 and target.task == "classification":
         counts = np.bincount(target.labels, minlength=target.num_classes)
         present = counts[counts > 0]
         if present.min() < spec.min_per_class:

@@ -19,7 +19,7 @@ from parc_jax.engine._devices import _placement
 from parc_jax.engine._types import EngineOptions, TargetInfo, bucket_width
 from parc_jax.scorers.registry import FEATURES, META, PROBS, REFERENCE, SCORERS
 from parc_jax.scorers.transrate import class_block_size
-from parc_jax.validation import check_labels
+from parc_jax.validation import check_labels, check_regression_targets
 
 _COMPILED: dict[tuple, Callable[..., Any]] = {}
 TRACE_COUNT: dict[tuple, int] = {}
@@ -69,9 +69,12 @@ def _reduction_fn(dims: tuple[int | None, ...], pca: str, spectrum: bool = False
     return fn
 
 
-def _method_fn(method: str, num_classes: int, class_block: int | None = None) -> Callable:
-    """``jit(vmap(one method for one model))``, cached per (method, class count, and the class
-    block size for the methods that take one: :func:`transrate.class_block_size`); jit itself
+def _method_fn(
+    method: str, num_classes: int, class_block: int | None = None, regression: bool = False
+) -> Callable:
+    """``jit(vmap(one method for one model))``, cached per (method, class count (outputs for a
+    regression target), whether the target is a regression, and the class block size for the
+    methods that take one: :func:`transrate.class_block_size`); jit itself
     keys on input shapes, and every chunk of a bucket has the same shapes, so a bucket
     compiles once. One program per method, not one for the whole method set: XLA's compile
     time grows faster than linearly with program size (all 14 scorers fused took minutes
@@ -84,7 +87,7 @@ def _method_fn(method: str, num_classes: int, class_block: int | None = None) ->
     its side of the score is computed once per chunk rather than once per model."""
     spec = SCORERS[method]
     class_block = class_block if spec.class_block else None
-    key = (method, num_classes, class_block)
+    key = (method, num_classes, class_block) + (("regression",) if regression else ())
     if key in _COMPILED:
         return _COMPILED[key]
 
@@ -97,6 +100,7 @@ def _method_fn(method: str, num_classes: int, class_block: int | None = None) ->
             "train_rows": None if split is None else split[1],
             "target_images": t_images,
             "class_block": class_block,
+            "regression": regression,
         }
         x = {**x, **shared}
         if "features" in x:
@@ -125,9 +129,13 @@ def _probe_inputs(target: TargetInfo, index: np.ndarray | None, options: EngineO
     """Labels, logistic split (the training half as a mask and as row indices) and class count
     for the probe (or a subset of it)."""
     labels = target.labels if index is None else target.labels[index]
-    labels, k = check_labels(
-        labels, num_classes=target.num_classes, allow_multilabel=True, method="scoring"
-    )
+    if target.regression:
+        labels = check_regression_targets(labels, method="scoring").astype(np.float32)
+        k = 1 if labels.ndim == 1 else labels.shape[1]
+    else:
+        labels, k = check_labels(
+            labels, num_classes=target.num_classes, allow_multilabel=True, method="scoring"
+        )
     train_mask = np.zeros(labels.shape[0], bool)
     if "logistic" in options.methods:
         from parc_jax.scorers.logistic import stratified_half
@@ -222,7 +230,7 @@ class ChunkScorer:
         block = None
         if any(SCORERS[m].class_block for m in options.methods) and np.ndim(self.labels) == 1:
             block = class_block_size(np.asarray(self.labels), k)
-        self.fns = {m: _method_fn(m, k, block) for m in options.methods}
+        self.fns = {m: _method_fn(m, k, block, target.regression) for m in options.methods}
         self.wanted = {
             m: sorted({a for i in SCORERS[m].inputs for a in _INPUT_ARRAYS[i]}) for m in self.fns
         }

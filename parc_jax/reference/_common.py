@@ -95,6 +95,21 @@ def _any_labels(labels: Any, num_classes: int, n: int, method: str) -> tuple[boo
     return False, _single_labels(labels, num_classes, n, method)
 
 
+def _regression_targets(labels: Any, n: int) -> np.ndarray:
+    """Real targets ``[n]`` or ``[n, C]`` as a float64 ``[n, C]`` matrix; finite, and no
+    output the same for every sample."""
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != n or y.shape[1] < 1:
+        raise ValueError(f"labels: expected regression targets [{n}] or [{n}, C], got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("labels: contains NaN or infinite targets")
+    if np.any(np.all(y == y[:1], axis=0)):
+        raise ValueError("labels: a regression output is the same for every sample")
+    return y
+
+
 def _probs(probs: Any) -> np.ndarray:
     p = _matrix(probs, "probs", min_rows=1)
     if p.min() < 0 or np.max(np.abs(p.sum(axis=1) - 1.0)) > PROB_SUM_TOL:

@@ -14,6 +14,7 @@ from parc_jax.reference._common import (
     _check_num_classes,
     _matrix,
     _reduce,
+    _regression_targets,
     _single_labels,
 )
 
@@ -83,7 +84,14 @@ def logme_fit(features: Any, target: Any) -> tuple[float, float, float]:
     return _logme_column(u, s, vt, x, y)
 
 
-def logme(features: Any, labels: Any, *, num_classes: int, n_dims: int | None = None) -> float:
+def logme(
+    features: Any,
+    labels: Any,
+    *,
+    num_classes: int | None = None,
+    n_dims: int | None = None,
+    regression: bool = False,
+) -> float:
     """LogME (You et al. 2021), nats per sample.
 
     ``features: [n, d]`` raw (no standardisation; PCA first if ``n_dims``), ``labels: int [n]``.
@@ -99,10 +107,21 @@ def logme(features: Any, labels: Any, *, num_classes: int, n_dims: int | None = 
     Deviation from You et al.'s code: the evidence uses ``m`` recomputed at the final
     (alpha, beta), so it is the exact marginal likelihood there; their code reuses the ``m``
     and residual from before the last update (a difference within the stopping tolerance).
+
+    ``regression=True`` (the paper's regression / multi-output formulation): ``labels`` are
+    real targets ``[n]`` or ``[n, C]``; each output column, as given, is a target column in
+    place of a class indicator, and the score is the mean over the C outputs of evidence / n
+    (``num_classes`` is not used).
     """
-    k = _check_num_classes(num_classes)
     x = _matrix(features, "features")
     _check_n_dims(n_dims)
+    if regression:
+        t = _regression_targets(labels, x.shape[0])
+        f = _reduce(x, n_dims)
+        u, s, vt = np.linalg.svd(f, full_matrices=False)
+        n = f.shape[0]
+        return float(np.mean([_logme_column(u, s, vt, f, col)[0] / n for col in t.T]))
+    k = _check_num_classes(num_classes)
     y = _single_labels(labels, k, x.shape[0], "logme")
     f = _reduce(x, n_dims)
     u, s, vt = np.linalg.svd(f, full_matrices=False)

@@ -20,6 +20,7 @@ from parc_jax.validation import (
     check_labels,
     check_mask,
     check_n_dims,
+    check_regression_targets,
     is_traced,
 )
 
@@ -104,27 +105,42 @@ def prepare_features(
     min_per_class: int = 0,
     multilabel: bool = False,
     min_rows: int = 2,
+    regression: bool = False,
 ) -> tuple[Any, Any, Any, int, int | None]:
     """Validate a feature scorer's concrete inputs (tracers pass through unchecked).
 
     Returns ``(features, labels, mask, num_classes, reduced width or None when traced)``:
     concrete features as :func:`float_array`, labels as a JAX array, the mask as given (None
     stays None) and ``num_classes`` inferred from the labels when None (``max + 1``, or the
-    columns of a multi-label matrix; :func:`require_num_classes` when traced).
+    columns of a multi-label matrix; :func:`require_num_classes` when traced). With
+    ``regression`` the labels are real targets ``[n]`` / ``[n, C]`` (as floats) and
+    ``num_classes`` is the number of outputs ``C`` (1 for ``[n]``).
     """
     check_n_dims(n_dims)
+    if regression:
+        outputs = 1 if np.ndim(labels) < 2 else int(np.shape(labels)[1])
+        if num_classes is not None and num_classes != outputs:
+            raise ValueError(
+                f"num_classes: a regression target has no classes; leave it None (got "
+                f"{num_classes!r})"
+            )
+        num_classes = outputs
     if is_traced(features, labels, feature_mask):
-        k = require_num_classes(num_classes, labels, method)
+        k = num_classes if regression else require_num_classes(num_classes, labels, method)
         return features, labels, feature_mask, k, None
     x = check_features(features, min_rows=min_rows)
-    y, k = check_labels(
-        labels,
-        num_classes=num_classes,
-        n=x.shape[0],
-        allow_multilabel=multilabel,
-        method=method,
-        min_per_class=min_per_class,
-    )
+    if regression:
+        y = check_regression_targets(labels, n=x.shape[0], method=method)
+        y, k = float_array(y), num_classes
+    else:
+        y, k = check_labels(
+            labels,
+            num_classes=num_classes,
+            n=x.shape[0],
+            allow_multilabel=multilabel,
+            method=method,
+            min_per_class=min_per_class,
+        )
     n, d = x.shape
     d_valid = d
     if feature_mask is not None:

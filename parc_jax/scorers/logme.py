@@ -15,6 +15,13 @@ mean over the classes present in the probe of ``evidence / n`` (nats per sample)
 listed by ``num_classes`` but absent from the probe have an all-zero target column whose
 "evidence" is meaningless, so they are left out (as the NumPy reference does).
 
+Regression and multi-output targets (``regression=True``; the paper's formulation, and
+``LogME(regression=True)`` of the authors' code): labels ``[n]`` or ``[n, C]`` of real
+values, each output column ``y_c`` taken as it is (no centring or scaling, as the features)
+in place of a class indicator; the score is the mean over the ``C`` outputs of
+``evidence / n``. Scaling an output by ``s`` shifts its evidence by ``-log |s|`` for every
+model alike, so rankings within a bank do not depend on the targets' units.
+
 As in ``parc_jax.reference.logme`` the evidence is evaluated at the final ``(alpha, beta)``
 with ``m`` recomputed there (the exact marginal likelihood); You et al.'s code reuses the
 ``m`` from before the last update, a difference within the stopping tolerance. Features are
@@ -96,15 +103,21 @@ def logme_core(
     num_classes: int,
     n_dims: int | None = LOGME_N_DIMS,
     feature_mask: jax.Array | None = None,
+    regression: bool = False,
 ) -> jax.Array:
     """LogME, nats per sample, for one model (pure; jit/vmap-able, no checks).
 
-    ``features: [n, d]``, ``labels: int [n]``, ``feature_mask: bool [d]``.
+    ``features: [n, d]``, ``labels: int [n]`` (or with the static ``regression=True`` real
+    targets ``[n]`` / ``[n, C]``), ``feature_mask: bool [d]``.
     """
     x, valid = numerics.reduce_features(features, feature_mask, n_dims)
     n = x.shape[0]
     dtype = x.dtype
-    y, counts = class_sums(labels, num_classes, dtype)  # [n, K], [K]
+    if regression:
+        y = labels.astype(dtype).reshape(n, -1)  # [n, C], the outputs as they are
+        counts = jnp.sum(y * y, axis=0)  # ||y_c||^2, as n_c is for an indicator column
+    else:
+        y, counts = class_sums(labels, num_classes, dtype)  # [n, K], [K]
     feature_side, g, vecs = spectrum(x, live_columns(x, valid, centred=False))
     if feature_side:
         keep = g > jnp.finfo(dtype).eps * jnp.max(g)
@@ -149,11 +162,15 @@ def logme_core(
         - 0.5 * alpha * m2
         - 0.5 * n * math.log(2.0 * math.pi)
     ) / n
+    if regression:
+        return jnp.mean(evidence)  # every output counts (validation refuses constant ones)
     present = counts > 0
     return jnp.sum(jnp.where(present, evidence, 0.0)) / jnp.sum(present)
 
 
-_logme_jit = numerics.jit_per_pca_mode(logme_core, static_argnames=("num_classes", "n_dims"))
+_logme_jit = numerics.jit_per_pca_mode(
+    logme_core, static_argnames=("num_classes", "n_dims", "regression")
+)
 
 
 def logme(
@@ -163,22 +180,29 @@ def logme(
     num_classes: int | None = None,
     n_dims: int | None = LOGME_N_DIMS,
     feature_mask: ArrayLike | None = None,
+    regression: bool = False,
 ) -> jax.Array:
     """LogME: mean one-vs-rest log marginal evidence of a Bayesian linear model, per sample.
 
     For each class present, the evidence of its 0/1 indicator column under
     ``y = F w + noise`` with the prior and noise precisions set by You et al.'s fixed-point
     iteration; the score is the mean over those classes of ``evidence / n``. Features are
-    used raw, after PCA when ``n_dims`` is set (docs/metrics.md).
+    used raw, after PCA when ``n_dims`` is set (docs/metrics.md). With ``regression=True``
+    (the LogME paper's regression formulation) each output column of real-valued targets
+    takes the place of a class indicator, as given (not centred or scaled), and the score is
+    the mean over the outputs of ``evidence / n``.
 
     Args:
       features: float ``[n, d]``, one row of a model's features per probe image (float16 is
         widened to float32; float64 is kept only under JAX's x64 mode).
-      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only).
+      labels: int ``[n]`` class indices in ``0..K-1`` (single-label only); with
+        ``regression=True`` finite real targets ``[n]`` or ``[n, C]`` (C outputs, each
+        varying over the probe).
       num_classes: ``K``. Default: ``max(labels) + 1`` from concrete labels; required when
-        the labels are traced (inside jit/vmap).
+        classification labels are traced (inside jit/vmap). Unused for regression.
       n_dims: PCA width; None (default): the raw features.
       feature_mask: bool ``[d]``, True for valid (unpadded) columns; None: all valid.
+      regression: the labels are real-valued targets (default False).
 
     Returns:
       float32 scalar (float64 under x64 with float64 features), LogME in nats per probe
@@ -194,12 +218,19 @@ def logme(
       >>> noise = rng.normal(size=(60, 8))
       >>> bool(logme(good, labels) > logme(noise, labels))
       True
+      >>> latent = rng.normal(size=60)
+      >>> targets = np.c_[2.0 * latent, latent**2] + 0.1 * rng.normal(size=(60, 2))
+      >>> carries = np.c_[latent, latent**2, rng.normal(size=(60, 6))]
+      >>> bool(logme(carries, targets, regression=True) > logme(noise, targets, regression=True))
+      True
 
     References:
       You, Liu, Wang, Long. "LogME: Practical Assessment of Pre-trained Models for Transfer
       Learning". ICML 2021. https://arxiv.org/abs/2102.11005
     """
     x, y, mask, k, _ = prepare_features(
-        features, labels, feature_mask, num_classes, n_dims, "logme"
+        features, labels, feature_mask, num_classes, n_dims, "logme", regression=regression
     )
-    return _logme_jit(x, y, num_classes=k, n_dims=n_dims, feature_mask=mask)
+    return _logme_jit(
+        x, y, num_classes=k, n_dims=n_dims, feature_mask=mask, regression=bool(regression)
+    )

@@ -1,14 +1,14 @@
 """The registry of scorers.
 
 ``SCORERS`` maps a method name to a :class:`ScorerSpec` that tells the engine which bank fields
-the method reads, its default feature reduction (docs/metrics.md), whether it accepts multi-label
-targets, and how to call its pure one-model core.
+the method reads, its default feature reduction (docs/metrics.md), which target tasks it accepts
+(classification, multi-label, regression), and how to call its pure one-model core.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -60,6 +60,15 @@ class ScorerSpec:
     # The core takes the centred features' numerics.Spectrum (transrate), which the engine's
     # shared PCA computes anyway (only when the method does not reduce).
     spectrum: bool = False
+    # The target tasks the method accepts (bank ``task`` values). Empty (the default) means
+    # classification, plus multilabel where ``multilabel`` says so: a scorer takes regression
+    # targets only when it declares so (its core then takes a static ``regression`` flag).
+    tasks: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            tasks = ("classification", "multilabel") if self.multilabel else ("classification",)
+            object.__setattr__(self, "tasks", tasks)
 
 
 def _features_call(
@@ -79,6 +88,11 @@ def _features_call(
         )
 
     return call
+
+
+def _regression_extras(x: Mapping[str, jax.Array], t: Mapping[str, Any]) -> dict[str, Any]:
+    """The static ``regression`` flag of the scorers that take regression targets."""
+    return {"regression": bool(t.get("regression", False))}
 
 
 def _transrate_extras(x: Mapping[str, jax.Array], t: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,10 +157,11 @@ def _spec(
     description: str,
     class_block: bool = False,
     spectrum: bool = False,
+    tasks: tuple[str, ...] = (),
 ) -> ScorerSpec:
     return ScorerSpec(
         name, fn, core, inputs, default_dims, reduces, multilabel, uses_labels, min_per_class,
-        description, call, class_block, spectrum,
+        description, call, class_block, spectrum, tasks=tasks,
     )  # fmt: skip
 
 
@@ -172,8 +187,9 @@ SCORERS: dict[str, ScorerSpec] = {
         _spec("hscore_shrink", hscore_shrink, hscore_shrink_core, (FEATURES,),
               _features_call(hscore_shrink_core), default_dims=HSCORE_N_DIMS, min_per_class=1,
               description="H-Score with Ledoit-Wolf shrinkage (Ibrahim et al. 2022), >= 0"),
-        _spec("logme", logme, logme_core, (FEATURES,), _features_call(logme_core),
-              default_dims=LOGME_N_DIMS,
+        _spec("logme", logme, logme_core, (FEATURES,),
+              _features_call(logme_core, _regression_extras), default_dims=LOGME_N_DIMS,
+              tasks=("classification", "regression"),
               description="LogME evidence per sample (You et al. 2021), nats"),
         _spec("transrate", transrate, transrate_core, (FEATURES,),
               _features_call(transrate_core, _transrate_extras), default_dims=TRANSRATE_N_DIMS,
@@ -185,9 +201,10 @@ SCORERS: dict[str, ScorerSpec] = {
         _spec("gbc_spherical", gbc_spherical, gbc_spherical_core, (FEATURES,),
               _features_call(gbc_spherical_core), default_dims=GBC_N_DIMS, min_per_class=1,
               description="Gaussian Bhattacharyya Coefficient, spherical, <= 0"),
-        _spec("knn", knn, knn_core, (FEATURES,), _features_call(knn_core),
+        _spec("knn", knn, knn_core, (FEATURES,), _features_call(knn_core, _regression_extras),
               default_dims=KNN_N_DIMS, multilabel=True,
-              description="1-nearest-neighbour leave-one-out accuracy, %"),
+              tasks=("classification", "multilabel", "regression"),
+              description="1-NN leave-one-out accuracy, % (regression: Pearson x100)"),
         _spec("logistic", logistic, logistic_core, (FEATURES,), _logistic_call,
               default_dims=LOGISTIC_N_DIMS, min_per_class=2,
               description="logistic regression (L2, C=1) fit on a stratified half, held-out %"),
