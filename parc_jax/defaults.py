@@ -13,6 +13,7 @@ __all__ = [
     "ORACLE_KEY",
     "PCA",
     "PRIOR_SUFFIX",
+    "SORT_BY",
 ]
 
 #: Models per compiled batch (the engine's chunk).
@@ -30,3 +31,6 @@ HALVING_ETA = 2
 HALVING_MIN_FRACTION = 0.125
 #: A model's recorded fine-tuned accuracy (%) in its bank ``meta``, shown beside its scores.
 ORACLE_KEY = "oracle_accuracy"
+#: The scorer ``methods="all"`` puts first: the CLI's default sort and ``ScoreResult.best()``'s
+#: default. Chosen by the selection benchmark's evidence (benchmarks/README.md).
+SORT_BY = "parc"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from parc_jax.defaults import SORT_BY
 from parc_jax.engine._types import ModelBatch, ModelFacts, TargetInfo
 from parc_jax.scorers.registry import META, PROBS, REFERENCE, SCORERS, ScorerSpec
 
@@ -64,7 +65,7 @@ def method_names(requested: Sequence[str] | str) -> tuple[list[str], bool]:
     if "all" in names:
         if len(names) > 1:
             raise ValueError("methods: 'all' cannot be combined with other names")
-        return list(SCORERS), True
+        return [SORT_BY, *(m for m in SCORERS if m != SORT_BY)], True
     unknown = [m for m in names if m not in SCORERS]
     if unknown:
         raise ValueError(

@@ -460,7 +460,9 @@ def _run_references(preset, run_dir, *, grid, progress, data_dir):
         )
         t0 = time.perf_counter()
         curve: list[float] = [scratch_val[(arch, target, lr)]]  # the scratch run: factor 1
-        res = None
+        # The kept model: the best on validation along the curve (a longer run that does
+        # worse, at a rate chosen for the shorter budget, is not the stronger reference).
+        best = {"val": curve[0], "epochs": base, "factor": 1}
         converged = False
         for factor in preset.reference_epochs:
             config = dataclasses.replace(preset.scratch, epochs=base * factor, min_steps=0)
@@ -472,26 +474,32 @@ def _run_references(preset, run_dir, *, grid, progress, data_dir):
             )  # fmt: skip
             remove_checkpoints(prefix)
             curve.append(res.val_accuracies[res.lr])
+            if curve[-1] > best["val"]:
+                best = {"val": curve[-1], "epochs": res.epochs, "factor": factor,
+                        "variables": res.variables, "test": res.test_accuracy}  # fmt: skip
             if curve[-1] - curve[-2] < preset.reference_tolerance:
                 converged = True
                 break
+        if best["factor"] == 1:  # no longer run did better: the scratch model is the reference
+            best["variables"], _ = load_variables(run_dir / "scratch" / arch / f"{target}.msgpack")
+            best["test"] = float(scratch[(arch, target)]["accuracy"])
         meta = {
             "architecture": arch, "target": target, "depth": int(model.depth),
             "num_classes": ds.num_classes, "head_width": preset.head_width,
-            "width": preset.width, "test_accuracy": res.test_accuracy, "lr": lr,
-            "epochs": res.epochs, "converged": converged,
+            "width": preset.width, "test_accuracy": best["test"], "lr": lr,
+            "epochs": best["epochs"], "converged": converged,
         }  # fmt: skip
-        save_variables(out, res.variables, meta)
+        save_variables(out, best["variables"], meta)
         row = {
-            "architecture": arch, "target": target, "accuracy": _fmt(res.test_accuracy),
-            "val_accuracy": _fmt(curve[-1]), "lr": _fmt(lr), "epochs": res.epochs,
+            "architecture": arch, "target": target, "accuracy": _fmt(best["test"]),
+            "val_accuracy": _fmt(best["val"]), "lr": _fmt(lr), "epochs": best["epochs"],
             "converged": int(converged), "val_curve": " ".join(_fmt(v) for v in curve),
             "seconds": _fmt(round(time.perf_counter() - t0, 2)),
         }  # fmt: skip
         _append_csv(ref_csv, REFERENCE_COLUMNS, row)
         log.info(
             "reference %s %s: test %.2f%% after %d epochs (%s)",
-            arch, target, res.test_accuracy, res.epochs,
+            arch, target, best["test"], best["epochs"],
             "converged" if converged else "epoch cap",
         )  # fmt: skip
 

@@ -32,7 +32,8 @@ class Preset:
     target)`` is trained from scratch at the scratch run's rate for ``reference_epochs``
     multiples (> 1) of its epochs in turn, stopping at the first whose validation accuracy
     gains less than ``reference_tolerance`` points over the previous length (the scratch run
-    is the first point; converged) or at the last (the epoch cap).
+    is the first point; converged) or at the last (the epoch cap); the model kept is the best
+    on validation along the way (the scratch model itself when no longer run beat it).
     ``flip_invariant``: datasets whose labels survive a horizontal flip (None: the
     defaults of :data:`parc_jax.groundtruth.data.FLIP_INVARIANT`). Caps are stratified;
     validation is carved before capping.

@@ -259,14 +259,20 @@ def sanity_checks(
         by_run.setdefault((r["architecture"], r["source"], r["target"]), []).append(r)
     all_failed = [
         "/".join(key) for key, rows in by_run.items()
-        if all(r.get("status", "ok") != "ok" for r in rows)
+        if key[1] != SCRATCH_SOURCE and all(r.get("status", "ok") != "ok" for r in rows)
+    ]  # fmt: skip
+    scratch_failed = [
+        f"{key[0]}->{key[2]}" for key, rows in by_run.items()
+        if key[1] == SCRATCH_SOURCE and all(r.get("status", "ok") != "ok" for r in rows)
     ]  # fmt: skip
     checks.append({
         "name": "no transfer collapsed",
         "passed": not collapsed and not all_failed,
         "detail": (f"{len(collapsed)} transfers within {COLLAPSE_MARGIN:g} point of the "
-                   f"majority rate; {len(all_failed)} grids where every rate failed"
-                   + (f" ({', '.join(all_failed)})" if all_failed else "")),
+                   f"majority rate; {len(all_failed)} transfer grids where every rate failed"
+                   + (f" ({', '.join(all_failed)})" if all_failed else "")
+                   + (f"; from-scratch baselines whose every rate collapsed (reported, not "
+                      f"transfers): {', '.join(scratch_failed)}" if scratch_failed else "")),
     })  # fmt: skip
     # 4. learning-rate grid
     interior = both_ok = 0
