@@ -40,7 +40,10 @@ from parc_jax.reference.hscore import hscore_shrink as hscore_shrink
 from parc_jax.reference.hscore import ledoit_wolf as ledoit_wolf
 from parc_jax.reference.knn import knn as knn
 from parc_jax.reference.lda import etran as etran
+from parc_jax.reference.lda import ncti_ncc as ncti_ncc
 from parc_jax.reference.lda import ncti_parts as ncti_parts
+from parc_jax.reference.lda import ncti_seli as ncti_seli
+from parc_jax.reference.lda import ncti_vc as ncti_vc
 from parc_jax.reference.lda import sfda as sfda
 from parc_jax.reference.lfc import lfc as lfc
 from parc_jax.reference.logistic import logistic as logistic
@@ -67,7 +70,10 @@ __all__ = [
     "pactran_gamma",
     "pactran_dir",
     "nleep",
+    "ncti_ncc",
     "ncti_parts",
+    "ncti_seli",
+    "ncti_vc",
     "lfc",
     "etran",
     "dds",

@@ -113,3 +113,18 @@ def ncti_parts(
     ncc = _true(probs, y, classes)
     vc = sum(np.linalg.norm(probs[y == c], ord="nuc") for c in classes)
     return seli, ncc, -float(np.log(vc))
+
+
+def ncti_seli(features: Any, labels: Any, *, num_classes: int, n_dims: int | None = 64) -> float:
+    """NCTI's S_seli (see :func:`ncti_parts`)."""
+    return ncti_parts(features, labels, num_classes=num_classes, n_dims=n_dims)[0]
+
+
+def ncti_ncc(features: Any, labels: Any, *, num_classes: int, n_dims: int | None = 64) -> float:
+    """NCTI's S_ncc (see :func:`ncti_parts`)."""
+    return ncti_parts(features, labels, num_classes=num_classes, n_dims=n_dims)[1]
+
+
+def ncti_vc(features: Any, labels: Any, *, num_classes: int, n_dims: int | None = 64) -> float:
+    """Minus NCTI's S_vc (see :func:`ncti_parts`)."""
+    return ncti_parts(features, labels, num_classes=num_classes, n_dims=n_dims)[2]
