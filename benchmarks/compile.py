@@ -52,7 +52,13 @@ import numpy as np
 from parc_jax import score_bank
 from parc_jax.api import _target_info
 from parc_jax.compilation_cache import enable_persistent_cache
-from parc_jax.engine import EngineOptions, chunk_scorer, method_dims, resolve_methods
+from parc_jax.engine import (
+    EngineOptions,
+    chunk_scorer,
+    engine_methods,
+    method_dims,
+    resolve_methods,
+)
 from parc_jax.scorers.registry import SCORERS
 imported = time.perf_counter() - t0
 kind, arg, models = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -75,6 +81,7 @@ else:  # compile only: a chunk of `models` synthetic models, as shapes
                           dtype="float16", reference_width=64)
     target = _target_info(bank.target)
     run, _ = resolve_methods("all", target, bank.models)
+    run = engine_methods(run)  # ncti is compiled as its per-model parts
     opts = EngineOptions(methods=tuple(run), dims=tuple(sorted(method_dims(run).items())),
                          chunk_size=models)
     s = jax.ShapeDtypeStruct

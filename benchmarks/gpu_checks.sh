@@ -24,11 +24,13 @@ py=$(command -v python3 || command -v python)
 profile=()
 assembly=(--models 500 --repeats 2 --threads 1 0)
 targets=(--repeats 3 --methods parc rsa dds leep nce hscore hscore_shrink logme transrate gbc
-  gbc_spherical knn heuristic)
+  gbc_spherical knn heuristic sfda nleep pactran_dir pactran_gamma ncti_seli ncti_ncc ncti_vc
+  etran lfc)
 logistic=(--repeats 1 --e2e-repeats 1 --methods logistic --parc-chunk-sizes)
 tests=(-k "not eight_cpu_devices and not deadlock")
 sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hscore
-  hscore_shrink gbc gbc_spherical knn leep nce dds rsa transrate logistic heuristic)
+  hscore_shrink gbc gbc_spherical knn leep nce dds rsa transrate logistic heuristic sfda nleep
+  pactran_dir pactran_gamma pactran_gauss ncti_seli ncti_ncc ncti_vc etran lfc)
 if [[ ${SMOKE:-0} == 1 ]]; then
   small=(--pool 3 --n 200 --num-classes 20 --z 100)
   profile=(--models 8 --n 200 --d 256)

@@ -43,7 +43,7 @@ from parc_jax.bank import Bank, ModelEntry
 from parc_jax.compilation_cache import enable_persistent_cache
 from parc_jax.engine import _assembly
 from parc_jax.scorers.logistic import stratified_half
-from parc_jax.scorers.registry import SCORERS
+from parc_jax.scorers.registry import PROBS, SCORERS
 from parc_jax.synthetic import synthetic_bank
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -94,7 +94,9 @@ def reference_call(method: str, model: ModelEntry, bank: Bank) -> float:
     x = np.asarray(model.features, np.float64)
     if method == "heuristic":
         return reference.heuristic(model.depth, model.source_images, t.num_images)
-    if method in ("leep", "nce"):
+    if method == "etran":  # reads raw features, reduces its LDA part itself
+        dims = spec.fn.__kwdefaults__["n_dims"]
+    if PROBS in spec.inputs:
         return getattr(reference, method)(model.probs, t.labels, num_classes=t.num_classes)
     if method in ("rsa", "dds"):
         return getattr(reference, method)(x, t.reference_for(model.architecture), n_dims=dims)

@@ -28,6 +28,8 @@ from parc_jax.engine import (
     ModelBatch,
     ModelFacts,
     TargetInfo,
+    add_bank_level,
+    engine_methods,
     make_mesh,
     method_dims,
     resolve_methods,
@@ -353,8 +355,12 @@ def score_bank(
         if len(facts) < 2:
             raise ValueError("depth_prior: needs at least 2 models to z-score over")
     dims = method_dims(run, n_dims)
+    scored = engine_methods(run)  # bank-level scores (ncti) run as their per-model parts
     options = EngineOptions(
-        methods=tuple(run), dims=tuple(sorted(dims.items())), pca=pca, chunk_size=chunk_size
+        methods=tuple(scored),
+        dims=tuple(sorted(method_dims(scored, n_dims).items())),
+        pca=pca,
+        chunk_size=chunk_size,
     )
 
     rng = np.random.default_rng(seed)
@@ -403,6 +409,8 @@ def score_bank(
 
     if jax.process_count() > 1 and not isinstance(bank, Bank):
         kept, raw = gather_results(kept, raw, reader.names)
+    # Every model's parts are in (all chunks, all processes): the bank-level scores now.
+    raw = add_bank_level(raw, run)
 
     scores = {m: raw[m][0] for m in run}
     methods_out = list(run)

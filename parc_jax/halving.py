@@ -22,6 +22,8 @@ from parc_jax.engine import (
     DEFAULT_CHUNK_SIZE,
     EngineOptions,
     ModelFacts,
+    add_bank_level,
+    engine_methods,
     method_dims,
     resolve_methods,
     score_stream,
@@ -246,8 +248,9 @@ def successive_halving(
                     f"min(2, its images); this is a bug, please report it with the bank"
                 )
     dims = method_dims([method], n_dims)
-    options = EngineOptions(methods=(method,), dims=tuple(dims.items()), pca=pca,
-                            chunk_size=chunk_size)  # fmt: skip
+    scored = engine_methods([method])  # ncti: its parts, combined per round below
+    options = EngineOptions(methods=tuple(scored), dims=tuple(method_dims(scored, n_dims).items()),
+                            pca=pca, chunk_size=chunk_size)  # fmt: skip
     alive: set[str] | None = None
     scores: dict[str, float] = {}
     rounds: dict[str, int] = {}
@@ -265,6 +268,7 @@ def successive_halving(
                      f"{len(idx)} of {target.n} probe images")  # fmt: skip
         kept, raw = score_stream(stream, target, options, probe_sets=[idx], progress=on_chunk,
                                  num_models=count)  # fmt: skip
+        raw = add_bank_level(raw, [method])  # over this round's models
         values = np.array(raw[method][0], np.float64)
         survivors_per_round.append(len(kept))
         cost += len(kept) * (len(idx) / target.n) ** cost_power

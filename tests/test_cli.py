@@ -20,7 +20,7 @@ from toybank import K, toy_bank
 from parc_jax import score
 from parc_jax.api import score_bank
 from parc_jax.bank import Bank, Target, bank_to_tree, write_bank
-from parc_jax.scorers.registry import SCORERS
+from parc_jax.scorers.registry import BANK_LEVEL, SCORERS
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_no_bank_scores_the_shipped_example(capsys):
     code, out, err = run(["--methods", "all", "--format", "json", "--no-progress"], capsys)
     assert code == 0, err
     doc = json.loads(out)
-    assert len(doc["methods"]) == len(SCORERS) and not doc["flags"], doc["flags"]
+    assert len(doc["methods"]) == len(SCORERS) + len(BANK_LEVEL) and not doc["flags"], doc["flags"]
     for model in doc["models"]:
         assert all(np.isfinite(v) for v in model["scores"].values()), model
 
@@ -408,7 +408,9 @@ def test_default_table_fits_120_columns_and_wide_shows_every_method(capsys):
     assert lines[15].startswith("higher = predicted to transfer better")  # after 12 rows
     code, wide, _ = run(["--methods", "all", "--no-progress", "--depth-prior", "--wide"], capsys)
     assert "not shown" not in wide
-    assert len(wide.splitlines()[1].split()) == 5 + 2 * len(SCORERS)  # '#', model, arch, oracle %
+    assert len(wide.splitlines()[1].split()) == 5 + 2 * (
+        len(SCORERS) + len(BANK_LEVEL)
+    )  # '#', model, arch, oracle %
 
 
 def test_columns_share_decimals_and_never_print_minus_zero():

@@ -19,9 +19,9 @@ from parc_jax import engine, reference
 from parc_jax.api import ScoreResult, probe_subsample, score_bank
 from parc_jax.bank import Bank, ModelEntry, Target, write_bank
 from parc_jax.scorers.logistic import stratified_half
-from parc_jax.scorers.registry import SCORERS
+from parc_jax.scorers.registry import BANK_LEVEL, PROBS, SCORERS
 
-ALL = list(SCORERS)
+ALL = [*SCORERS, *BANK_LEVEL]
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,13 @@ def result(bank) -> ScoreResult:
 def _expected(method: str, model: ModelEntry, target: Target) -> float:
     spec = SCORERS[method]
     dims = spec.default_dims if spec.reduces else None
+    if method == "etran":  # raw features in, its LDA part reduced at its own default
+        dims = spec.fn.__kwdefaults__["n_dims"]
     y = target.labels
     x = model.features.astype(np.float64)
     if method == "heuristic":
         return reference.heuristic(model.depth, model.source_images, target.num_images)
-    if method in ("leep", "nce"):
+    if PROBS in spec.inputs:
         return getattr(reference, method)(model.probs, y, num_classes=K)
     if method in ("rsa", "dds"):
         ref = target.reference_for(model.architecture)
@@ -56,11 +58,19 @@ def test_engine_matches_reference_for_every_scorer(bank, result):
     assert set(result.methods) == set(ALL)
     for model in bank.models:
         j = result.names.index(model.name)
-        for m in ALL:
+        for m in SCORERS:
             want = _expected(m, model, bank.target)
             got = float(result.scores[m][j])
             tol = 1e-6 if m == "logistic" else 2e-4
             assert got == pytest.approx(want, rel=tol, abs=tol * 10), (m, model.name)
+
+
+def test_engine_bank_level_ncti_combines_the_reference_parts(bank, result):
+    """ncti over the bank = the published min-max combination of every model's parts."""
+    parts, combine = BANK_LEVEL["ncti"]
+    order = [result.names.index(m.name) for m in bank.models]
+    want = combine(*([_expected(p, m, bank.target) for m in bank.models] for p in parts))
+    np.testing.assert_allclose(result.scores["ncti"][order], want, rtol=2e-3, atol=2e-3)
 
 
 def test_models_keep_bank_identity(bank, result):

@@ -23,6 +23,8 @@ from parc_jax.engine._assembly import HostBuffers as HostBuffers
 from parc_jax.engine._assembly import remainder_size as remainder_size
 from parc_jax.engine._devices import make_mesh as make_mesh
 from parc_jax.engine._devices import sharding_mesh as sharding_mesh
+from parc_jax.engine._methods import add_bank_level as add_bank_level
+from parc_jax.engine._methods import engine_methods as engine_methods
 from parc_jax.engine._methods import method_dims as method_dims
 from parc_jax.engine._methods import method_names as method_names
 from parc_jax.engine._methods import resolve_methods as resolve_methods
@@ -52,6 +54,8 @@ __all__ = [
     "chunk_scorer",
     "make_mesh",
     "method_dims",
+    "add_bank_level",
+    "engine_methods",
     "method_names",
     "remainder_size",
     "resolve_methods",

@@ -9,7 +9,7 @@ import numpy as np
 
 from parc_jax.defaults import SORT_BY
 from parc_jax.engine._types import ModelBatch, ModelFacts, TargetInfo
-from parc_jax.scorers.registry import META, PROBS, REFERENCE, SCORERS, ScorerSpec
+from parc_jax.scorers.registry import BANK_LEVEL, META, PROBS, REFERENCE, SCORERS, ScorerSpec
 
 
 def method_dims(
@@ -19,6 +19,10 @@ def method_dims(
     an int = that width for every scorer that reduces."""
     out: dict[str, int | None] = {}
     for m in methods:
+        if m in BANK_LEVEL:  # a bank-level score reports its parts' width
+            m_part = BANK_LEVEL[m][0][0]
+            out[m] = method_dims([m_part], n_dims)[m_part]
+            continue
         spec = SCORERS[m]
         if not spec.reduces:
             out[m] = None
@@ -65,11 +69,13 @@ def method_names(requested: Sequence[str] | str) -> tuple[list[str], bool]:
     if "all" in names:
         if len(names) > 1:
             raise ValueError("methods: 'all' cannot be combined with other names")
-        return [SORT_BY, *(m for m in SCORERS if m != SORT_BY)], True
-    unknown = [m for m in names if m not in SCORERS]
+        every = [*SCORERS, *BANK_LEVEL]
+        return [SORT_BY, *(m for m in every if m != SORT_BY)], True
+    unknown = [m for m in names if m not in SCORERS and m not in BANK_LEVEL]
     if unknown:
         raise ValueError(
-            f"methods: unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(SCORERS)}"
+            f"methods: unknown scorer(s) {', '.join(unknown)}; choose from "
+            f"{', '.join([*SCORERS, *BANK_LEVEL])}"
         )
     return names, False
 
@@ -108,6 +114,8 @@ def resolve_methods(
     facts = [m if isinstance(m, ModelFacts) else ModelFacts.of(m) for m in models or ()]
     run, skipped = [], {}
     for m in names:
+        if m in BANK_LEVEL:  # runs when all its parts can; judged after them
+            continue
         spec = SCORERS[m]
         why = _needs(spec, target)
         if why is None and facts:
@@ -128,6 +136,46 @@ def resolve_methods(
             skipped[m] = why
         else:
             raise ValueError(f"methods: {m} cannot run on this bank: {why}")
+    for m in names:
+        if m not in BANK_LEVEL:
+            continue
+        parts = BANK_LEVEL[m][0]
+        blocked = [p for p in parts if p in skipped]
+        if not blocked and not is_all:
+            try:
+                resolve_methods(list(parts), target, facts)
+            except ValueError as err:
+                raise ValueError(str(err).replace("methods: ", f"methods: {m} needs ", 1)) from None
+        if blocked:
+            skipped[m] = f"its part {blocked[0]} cannot run: {skipped[blocked[0]]}"
+        else:
+            run.append(m)
     if not run:
         raise ValueError("methods: none of the requested scorers can run on this bank")
     return run, skipped
+
+
+def engine_methods(run: Sequence[str]) -> list[str]:
+    """The per-model methods the engine scores for ``run``: bank-level names replaced by
+    their parts (each once, order kept)."""
+    out: list[str] = []
+    for m in run:
+        for p in BANK_LEVEL[m][0] if m in BANK_LEVEL else (m,):
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def add_bank_level(raw: dict[str, np.ndarray], run: Sequence[str]) -> dict[str, np.ndarray]:
+    """``raw`` (``{method: [S, M]}``, every model of the run, every probe set) with each
+    bank-level score of ``run`` added, row by row (per probe set: the full probe, each
+    bootstrap resample), over the ``M`` models scored together. The one step that sees the
+    whole set of models: called once every chunk is scored and every process's scores
+    gathered, and by successive halving per round over that round's models."""
+    out = dict(raw)
+    for m in run:
+        if m in BANK_LEVEL:
+            parts, combine = BANK_LEVEL[m]
+            rows = [np.asarray(raw[p], np.float64) for p in parts]
+            out[m] = np.stack([combine(*(r[s] for r in rows)) for s in range(rows[0].shape[0])])
+    return out

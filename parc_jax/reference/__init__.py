@@ -23,7 +23,8 @@ Conventions shared by all functions:
   columns, as the published code did.
 
 One module per family, as the scorers: ``parc`` (parc, rsa, dds), ``probability``, ``hscore``,
-``logme``, ``transrate``, ``gbc``, ``knn``, ``logistic``, ``heuristic``; ``_common`` holds the
+``logme``, ``transrate``, ``gbc``, ``knn``, ``logistic``, ``heuristic``, ``lda`` (sfda,
+etran, the NCTI parts), ``nleep``, ``pactran``, ``lfc``; ``_common`` holds the
 shared pieces (PCA, standardisation, rank correlation).
 """
 
@@ -38,11 +39,22 @@ from parc_jax.reference.hscore import hscore_is_degenerate as hscore_is_degenera
 from parc_jax.reference.hscore import hscore_shrink as hscore_shrink
 from parc_jax.reference.hscore import ledoit_wolf as ledoit_wolf
 from parc_jax.reference.knn import knn as knn
+from parc_jax.reference.lda import etran as etran
+from parc_jax.reference.lda import ncti_ncc as ncti_ncc
+from parc_jax.reference.lda import ncti_parts as ncti_parts
+from parc_jax.reference.lda import ncti_seli as ncti_seli
+from parc_jax.reference.lda import ncti_vc as ncti_vc
+from parc_jax.reference.lda import sfda as sfda
+from parc_jax.reference.lfc import lfc as lfc
 from parc_jax.reference.logistic import logistic as logistic
 from parc_jax.reference.logistic import logistic_fit as logistic_fit
 from parc_jax.reference.logistic import logistic_objective as logistic_objective
 from parc_jax.reference.logme import logme as logme
 from parc_jax.reference.logme import logme_fit as logme_fit
+from parc_jax.reference.nleep import nleep as nleep
+from parc_jax.reference.pactran import pactran_dir as pactran_dir
+from parc_jax.reference.pactran import pactran_gamma as pactran_gamma
+from parc_jax.reference.pactran import pactran_gauss as pactran_gauss
 from parc_jax.reference.parc import dds as dds
 from parc_jax.reference.parc import hsic_unbiased as hsic_unbiased
 from parc_jax.reference.parc import parc as parc
@@ -53,6 +65,17 @@ from parc_jax.reference.transrate import transrate as transrate
 from parc_jax.scorers.logistic import stratified_half as stratified_half
 
 __all__ = [
+    "sfda",
+    "pactran_gauss",
+    "pactran_gamma",
+    "pactran_dir",
+    "nleep",
+    "ncti_ncc",
+    "ncti_parts",
+    "ncti_seli",
+    "ncti_vc",
+    "lfc",
+    "etran",
     "dds",
     "depth_prior",
     "gbc",

@@ -9,10 +9,15 @@ One signature per family, every option keyword-only (defaults: each module's ``*
 constant, which ``registry.SCORERS`` reports as ``default_dims``):
 
 * features: ``name(features, labels, *, num_classes=None, n_dims=..., feature_mask=None)``
-  (parc, knn, logistic, logme, transrate, hscore, hscore_shrink, gbc, gbc_spherical);
+  (parc, knn, logistic, logme, transrate, hscore, hscore_shrink, gbc, gbc_spherical, sfda,
+  nleep, pactran_gauss, ncti_seli, ncti_ncc, ncti_vc, etran, lfc);
 * reference: ``name(features, reference_features, *, n_dims=..., feature_mask=None,
   reference_mask=None)`` (rsa, dds);
-* probabilities: ``name(probs, labels, *, num_classes=None, prob_mask=None)`` (leep, nce).
+* probabilities: ``name(probs, labels, *, num_classes=None, prob_mask=None)`` (leep, nce,
+  pactran_dir, pactran_gamma).
+
+``ncti`` is not a one-model scorer: ``registry.BANK_LEVEL`` combines its parts over the
+models scored together.
 
 ``num_classes`` is inferred from concrete labels and must be given when they are traced
 (inside ``jit``/``vmap``). Helpers shared between the modules live in the private

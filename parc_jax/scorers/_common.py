@@ -20,6 +20,7 @@ from parc_jax.validation import (
     check_labels,
     check_mask,
     check_n_dims,
+    check_probs,
     check_regression_targets,
     is_traced,
 )
@@ -29,15 +30,20 @@ __all__ = [
     "after_pca",
     "check_informative",
     "check_reference",
+    "class_scatter",
     "class_sums",
     "float_array",
     "float_dtype",
+    "lda_log_probs",
     "live_columns",
     "mask_or_ones",
     "prepare_features",
     "prepare_pair",
+    "prepare_probs",
     "require_num_classes",
+    "shrunk_eigh",
     "spectrum",
+    "true_class_mean",
 ]
 
 
@@ -151,6 +157,31 @@ def prepare_features(
     return float_array(x), jnp.asarray(y), feature_mask, k, width
 
 
+def prepare_probs(
+    probs: ArrayLike,
+    labels: ArrayLike,
+    prob_mask: ArrayLike | None,
+    num_classes: int | None,
+    method: str,
+) -> tuple[Any, Any, Any, int]:
+    """Validate a probability scorer's concrete inputs (tracers pass through) and convert
+    them for the jitted core."""
+    if is_traced(probs, labels, prob_mask):
+        return probs, labels, prob_mask, require_num_classes(num_classes, labels, method)
+    p = check_probs(probs)
+    y, k = check_labels(labels, num_classes=num_classes, n=p.shape[0], method=method)
+    if prob_mask is not None:
+        check_mask(prob_mask, p.shape[1], "prob_mask")
+        pad = ~np.asarray(prob_mask)
+        if np.any(p[:, pad] != 0):
+            raise ValueError(
+                "probs: columns marked invalid by prob_mask must be zero padding; pass the "
+                "unpadded probabilities or fix the mask"
+            )
+        prob_mask = jnp.asarray(prob_mask)
+    return float_array(p), jnp.asarray(y), prob_mask, k
+
+
 def check_reference(reference_features: ArrayLike, n: int, *, min_rows: int) -> np.ndarray:
     """Check ``reference_features: [n, d_r]``: same probe rows as the scored features."""
     r = check_features(reference_features, "reference_features", min_rows=min_rows)
@@ -247,3 +278,56 @@ def spectrum(x: jax.Array, rank_bound: jax.Array) -> tuple[bool, jax.Array, jax.
     structural_zero = jnp.arange(e) < e - rank_bound
     g = jnp.where(structural_zero, 0.0, jnp.maximum(g, 0.0))
     return feature_side, g, vecs
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear discriminant analysis with shrinkage (sfda, etran, ncti)
+
+#: Within-class eigenvalues at most this fraction of the largest are structural zeros (padding,
+#: dead units, the null space when d > n): 16 float32 epsilons, the rule of numerics.pca.
+LDA_NULL_RTOL = 16 * float(np.finfo(np.float32).eps)
+
+
+def class_scatter(
+    x: jax.Array, onehot: jax.Array, counts: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``(means [K, F], S_w [F, F])``: class means and the pooled within-class covariance
+    ``S_w = sum_c (n_c / n) cov_c`` (biased, ``1 / n_c`` per class) of ``x: [n, F]``."""
+    means = numerics.matmul(onehot.T, x) / jnp.maximum(counts, 1.0)[:, None]
+    within = x - numerics.matmul(onehot, means)
+    return means, numerics.matmul(within.T, within) / x.shape[0]
+
+
+def shrunk_eigh(scatter: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(g, vecs, mu)``: eigenvalues (ascending; structural zeros set to 0, see
+    ``LDA_NULL_RTOL``) and eigenvectors of a covariance ``[F, F]``, and ``mu = trace / d_valid``,
+    the identity target of its shrinkage ``(1 - s) S + s mu I``."""
+    g, vecs = jnp.linalg.eigh(scatter, symmetrize_input=True)
+    g = jnp.where(g <= LDA_NULL_RTOL * g[-1], 0.0, g)
+    mu = jnp.trace(scatter) / jnp.sum(valid.astype(scatter.dtype))
+    return g, vecs, mu
+
+
+def lda_log_probs(
+    x: jax.Array,
+    means: jax.Array,
+    eig: tuple[jax.Array, jax.Array, jax.Array],
+    shrinkage: jax.Array,
+    counts: jax.Array,
+) -> jax.Array:
+    """Log posteriors ``[n, K]`` of the linear discriminant with the shrunk within-class
+    covariance ``S = (1 - s) S_w + s mu I`` (scikit-learn's ``LinearDiscriminantAnalysis``,
+    eigen solver, all components): ``x S^-1 m_c - m_c S^-1 m_c / 2 + log(n_c / n)``; absent
+    classes get ``-inf``. ``eig`` is :func:`shrunk_eigh` of ``S_w``."""
+    g, vecs, mu = eig
+    inv_e = 1.0 / ((1.0 - shrinkage) * g + shrinkage * mu)
+    coef = numerics.matmul(numerics.matmul(means, vecs) * inv_e, vecs.T)  # [K, F] = M S^-1
+    present = counts > 0
+    log_prior = jnp.log(jnp.where(present, counts, 1.0) / jnp.sum(counts))
+    logits = numerics.matmul(x, coef.T) - 0.5 * jnp.sum(coef * means, axis=1) + log_prior
+    return jax.nn.log_softmax(jnp.where(present, logits, -jnp.inf), axis=1)
+
+
+def true_class_mean(log_probs: jax.Array, onehot: jax.Array) -> jax.Array:
+    """Mean over the probe rows of the probability given to the true class."""
+    return jnp.mean(jnp.sum(jnp.where(onehot > 0, jnp.exp(log_probs), 0.0), axis=1))

@@ -23,16 +23,12 @@ Single-label targets only: multi-label labels are refused with a ``ValueError``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from parc_jax import numerics
-from parc_jax.scorers._common import float_array, require_num_classes
-from parc_jax.validation import check_labels, check_mask, check_probs, is_traced
+from parc_jax.scorers._common import prepare_probs
 
 __all__ = ["leep", "leep_core", "nce", "nce_core"]
 
@@ -84,30 +80,6 @@ _leep_jit = numerics.jit_per_pca_mode(leep_core, static_argnames=("num_classes",
 _nce_jit = numerics.jit_per_pca_mode(nce_core, static_argnames=("num_classes",))
 
 
-def _prepare(
-    probs: ArrayLike,
-    labels: ArrayLike,
-    prob_mask: ArrayLike | None,
-    num_classes: int | None,
-    method: str,
-) -> tuple[Any, Any, Any, int]:
-    """Validate concrete inputs (tracers pass through) and convert them for the jitted core."""
-    if is_traced(probs, labels, prob_mask):
-        return probs, labels, prob_mask, require_num_classes(num_classes, labels, method)
-    p = check_probs(probs)
-    y, k = check_labels(labels, num_classes=num_classes, n=p.shape[0], method=method)
-    if prob_mask is not None:
-        check_mask(prob_mask, p.shape[1], "prob_mask")
-        pad = ~np.asarray(prob_mask)
-        if np.any(p[:, pad] != 0):
-            raise ValueError(
-                "probs: columns marked invalid by prob_mask must be zero padding; pass the "
-                "unpadded probabilities or fix the mask"
-            )
-        prob_mask = jnp.asarray(prob_mask)
-    return float_array(p), jnp.asarray(y), prob_mask, k
-
-
 def leep(
     probs: ArrayLike,
     labels: ArrayLike,
@@ -147,7 +119,7 @@ def leep(
       Nguyen, Hassner, Seeger, Archambeau. "LEEP: A New Measure to Evaluate Transferability
       of Learned Representations". ICML 2020. https://arxiv.org/abs/2002.12462
     """
-    p, y, mask, k = _prepare(probs, labels, prob_mask, num_classes, "leep")
+    p, y, mask, k = prepare_probs(probs, labels, prob_mask, num_classes, "leep")
     return _leep_jit(p, y, num_classes=k, prob_mask=mask)
 
 
@@ -188,5 +160,5 @@ def nce(
       Tran, Nguyen, Hassner. "Transferability and Hardness of Supervised Classification
       Tasks". ICCV 2019. https://arxiv.org/abs/1908.08142
     """
-    p, y, mask, k = _prepare(probs, labels, prob_mask, num_classes, "nce")
+    p, y, mask, k = prepare_probs(probs, labels, prob_mask, num_classes, "nce")
     return _nce_jit(p, y, num_classes=k, prob_mask=mask)

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 
 from parc_jax.scorers.dds import DDS_N_DIMS, dds, dds_core
+from parc_jax.scorers.etran import ETRAN_N_DIMS, etran, etran_core
 from parc_jax.scorers.gbc import GBC_N_DIMS, gbc, gbc_core, gbc_spherical, gbc_spherical_core
 from parc_jax.scorers.heuristic import heuristic, heuristic_core
 from parc_jax.scorers.hscore import (
@@ -24,13 +25,40 @@ from parc_jax.scorers.hscore import (
     hscore_shrink_core,
 )
 from parc_jax.scorers.knn import KNN_N_DIMS, knn, knn_core
-from parc_jax.scorers.logistic import LOGISTIC_N_DIMS, logistic, logistic_core
+from parc_jax.scorers.lfc import LFC_N_DIMS, lfc, lfc_core
+from parc_jax.scorers.logistic import (
+    LOGISTIC_N_DIMS,
+    PACTRAN_GAUSS_N_DIMS,
+    logistic,
+    logistic_core,
+    pactran_gauss,
+    pactran_gauss_core,
+)
 from parc_jax.scorers.logme import LOGME_N_DIMS, logme, logme_core
+from parc_jax.scorers.ncti import (
+    NCTI_N_DIMS,
+    NCTI_PARTS,
+    ncti_combine,
+    ncti_ncc,
+    ncti_ncc_core,
+    ncti_seli,
+    ncti_seli_core,
+    ncti_vc,
+    ncti_vc_core,
+)
+from parc_jax.scorers.nleep import NLEEP_N_DIMS, nleep, nleep_core
+from parc_jax.scorers.pactran import (
+    pactran_dir,
+    pactran_dir_core,
+    pactran_gamma,
+    pactran_gamma_core,
+)
 from parc_jax.scorers.parc import PARC_N_DIMS, RSA_N_DIMS, parc, parc_core, rsa, rsa_core
 from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
+from parc_jax.scorers.sfda import SFDA_N_DIMS, sfda, sfda_core
 from parc_jax.scorers.transrate import TRANSRATE_N_DIMS, transrate, transrate_core
 
-__all__ = ["META", "PROBS", "REFERENCE", "SCORERS", "FEATURES", "ScorerSpec"]
+__all__ = ["BANK_LEVEL", "META", "PROBS", "REFERENCE", "SCORERS", "FEATURES", "ScorerSpec"]
 
 # What a method reads from a bank. "labels" is implied for every method with min_per_class >= 0
 # and uses_labels; "meta" means depth / source_images / num_images.
@@ -137,6 +165,19 @@ def _logistic_call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: 
     )
 
 
+def _etran_call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
+    """ETran reads the raw features (its energy part) and reduces them itself for its LDA
+    part, at ``ETRAN_N_DIMS`` (registered with ``reduces=False``)."""
+    del n_dims
+    return etran_core(
+        x["features"],
+        t["labels"],
+        num_classes=t["num_classes"],
+        n_dims=ETRAN_N_DIMS,
+        feature_mask=x["feature_mask"],
+    )
+
+
 def _heuristic_call(x: Mapping[str, jax.Array], t: Mapping[str, Any], *, n_dims: int | None):
     del n_dims
     return heuristic_core(x["depth"], x["source_images"], t["target_images"])
@@ -208,8 +249,46 @@ SCORERS: dict[str, ScorerSpec] = {
         _spec("logistic", logistic, logistic_core, (FEATURES,), _logistic_call,
               default_dims=LOGISTIC_N_DIMS, min_per_class=2,
               description="logistic regression (L2, C=1) fit on a stratified half, held-out %"),
+        _spec("sfda", sfda, sfda_core, (FEATURES,), _features_call(sfda_core),
+              default_dims=SFDA_N_DIMS, min_per_class=1,
+              description="SFDA: self-challenging Fisher discriminant (Shao et al. 2022), (0, 1]"),
+        _spec("nleep", nleep, nleep_core, (FEATURES,), _features_call(nleep_core),
+              default_dims=NLEEP_N_DIMS, min_per_class=1,
+              description="NLEEP: LEEP on Gaussian-mixture posteriors (Li et al. 2021), <= 0"),
+        _spec("pactran_dir", pactran_dir, pactran_dir_core, (PROBS,),
+              _probs_call(pactran_dir_core), reduces=False,
+              description="PACTran-Dirichlet on source probabilities (Ding et al. 2022), nats"),
+        _spec("pactran_gamma", pactran_gamma, pactran_gamma_core, (PROBS,),
+              _probs_call(pactran_gamma_core), reduces=False,
+              description="PACTran-Gamma on source probabilities (Ding et al. 2022), nats"),
+        _spec("pactran_gauss", pactran_gauss, pactran_gauss_core, (FEATURES,),
+              _features_call(pactran_gauss_core), default_dims=PACTRAN_GAUSS_N_DIMS,
+              description="PACTran-Gauss: L2 logistic PAC-Bayes bound (Ding et al. 2022), nats"),
+        _spec("ncti_seli", ncti_seli, ncti_seli_core, (FEATURES,),
+              _features_call(ncti_seli_core), default_dims=NCTI_N_DIMS, min_per_class=1,
+              description="NCTI part S_seli: nuclear norm of LDA projections (Wang et al. 2023)"),
+        _spec("ncti_ncc", ncti_ncc, ncti_ncc_core, (FEATURES,),
+              _features_call(ncti_ncc_core), default_dims=NCTI_N_DIMS, min_per_class=1,
+              description="NCTI part S_ncc: mean true-class LDA posterior, (0, 1]"),
+        _spec("ncti_vc", ncti_vc, ncti_vc_core, (FEATURES,),
+              _features_call(ncti_vc_core), default_dims=NCTI_N_DIMS, min_per_class=1,
+              description="NCTI part -S_vc: minus log summed class nuclear norms of posteriors"),
+        _spec("etran", etran, etran_core, (FEATURES,), _etran_call, reduces=False,
+              min_per_class=1,
+              description="ETran: feature energy + LDA posterior (Gholami et al. 2023)"),
+        _spec("lfc", lfc, lfc_core, (FEATURES,), _features_call(lfc_core),
+              default_dims=LFC_N_DIMS,
+              description="LFC: Gram vs +-1 label kernel correlation (Deshpande et al. 2021)"),
         _spec("heuristic", heuristic, heuristic_core, (META,), _heuristic_call, reduces=False,
               multilabel=True, uses_labels=False,
               description="Depth + log(source + target training images) (PARC Eq. 4)"),
     ]
 }  # fmt: skip
+
+# Scores of a set of models, not of one: ``name -> (per-model parts, combine)``; ``combine``
+# maps each part's values over the models scored together ([M] each) to the score [M]. The
+# engine scores the parts; the bank-level step (engine._methods.add_bank_level) combines them
+# once every model's parts are in. NCTI is the one such score (docs/metrics.md).
+BANK_LEVEL: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
+    "ncti": (NCTI_PARTS, ncti_combine),
+}
