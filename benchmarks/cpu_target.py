@@ -8,8 +8,9 @@ PCA and ``scipy.stats.spearmanr``, BLAS on every core). On one synthetic bank of
 (n = 500, K = 100, z = 1000, float16 features, widths cycling over ``--widths``; the
 ``parc_jax.synthetic`` bank with class structure), in one run:
 
-* the reference loop, each distinct pool model timed after a warm-up call, ms per model over
-  the bank's width mix (its cost depends on the width only);
+* the reference loop, each distinct pool model timed after a warm-up call (median of
+  ``--ref-repeats``), ms per model over the bank's width mix (its cost depends on the width
+  only);
 * ``score_bank(methods=["parc"], pca=...)`` end to end (padding, transfer, compute) for
   ``pca="fast"`` and ``pca="exact"``: warm-up first (compilation reported apart), median of
   repeats, ms per model;
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace) -> dict:
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "note": args.note,
     }
-    ref_times = time_reference("parc", pool, len(pool.models))
+    # each pool model: the median of repeated calls (after time_reference's warm-up call)
+    runs = [time_reference("parc", pool, len(pool.models)) for _ in range(args.ref_repeats)]
+    ref_times = [statistics.median(t) for t in zip(*runs, strict=True)]
     ref_s = reference_per_model(ref_times, args.models)
     doc["reference_ms_per_model"] = 1e3 * ref_s
     doc["reference_ms_by_pool_model"] = [1e3 * t for t in ref_times]
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=positive_int, default=6, help="distinct models, tiled to B")
     p.add_argument("--chunk-size", type=positive_int, default=64)
     p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--ref-repeats", type=positive_int, default=3)
     p.add_argument("--note", default="", help="conditions of the run, kept in the result")
     p.add_argument("--out", type=output_file, help="default results/cpu_target-<device>.json")
     args = p.parse_args(argv)
