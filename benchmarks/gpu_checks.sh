@@ -84,10 +84,10 @@ fi
 
 if want profile; then
   stage "profile: PARC's pieces over 1,000 models"
-  timeout 55 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
+  timeout 65 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
     2>&1 | tee -a "$log"
   stage "host assembly of a 500-model chunk: 1 thread and the engine's default"
-  timeout 15 $py benchmarks/assembly.py "${assembly[@]}" --out "$out/assembly-gpu-host.json" \
+  timeout 10 $py benchmarks/assembly.py "${assembly[@]}" --out "$out/assembly-gpu-host.json" \
     2>&1 | tee -a "$log"
 fi
 
