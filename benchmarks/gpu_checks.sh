@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Every GPU check of the engine in one go, for a machine with one NVIDIA GPU and a CUDA build
-# of JAX (at most 9.7 minutes by its stage limits): the engine-versus-reference tests on the
-# GPU, the 1,000-model targets, the profile of PARC's pieces and the host's chunk assembly,
-# and (STAGES=sweep) the throughput sweep. Each stage has its own time limit and writes as it
-# goes, so a stage that fails or runs out of time leaves the others' results.
+# Every GPU check of the engine, for a machine with one NVIDIA GPU and a CUDA build of JAX, as
+# two calls of at most 6 minutes each (a device lease is 15 minutes in all):
 #
-#     benchmarks/gpu_checks.sh [OUTDIR]        # default benchmarks/results/gpu
+#     STAGES=tests benchmarks/gpu_checks.sh OUTDIR              # <= 5.7 min
+#     STAGES="targets profile" benchmarks/gpu_checks.sh OUTDIR  # <= 6 min
 #
-# OUTDIR gets run.log (everything printed), profile_parc-gpu.json, assembly-gpu-host.json,
-# targets-gpu.{json,md}, throughput-gpu.{json,md}, compile-gpu.{json,md}. STAGES (default
-# "tests targets profile") picks from tests, targets, profile, sweep, compile; they run in that
-# order.
+# tests: every GPU-eligible engine, scorer and statistics test against the NumPy/SciPy
+# references, engine and scorers first, sharded over pytest-xdist workers (work stealing, one
+# compilation cache for all), a JUnit XML of every result. targets: the issue's table on
+# 1,000 models (n = 500, d = 2048): fast PARC and its largest |difference| from float64, exact
+# PARC, the 13 scorers together, end to end (one chunk, and chunks of 250 to overlap transfer
+# and compute), host-to-device GB/s, logistic alone, and the newer scorers. profile: PARC's
+# pieces. Also: assembly (the host's chunk assembly), sweep (the throughput sweep), compile
+# (every program's compile time).
+# Each stage has its own time limit and writes as it goes, so a stage that fails or runs out
+# of time leaves the others' results.
+#
+# OUTDIR (default benchmarks/results/gpu) gets at most 8 files: run.log (everything printed),
+# tests-junit.xml, targets-gpu.{json,md}, targets-logistic-gpu.{json,md},
+# targets-newer-gpu.{json,md}, profile_parc-gpu.json (assembly, sweep and compile add their
+# own).
 # SMOKE=1 runs the same stages at toy sizes (about 3 minutes on 2 CPU cores): try the script
 # there before spending device time on it.
 set -uo pipefail
@@ -23,9 +32,10 @@ py=$(command -v python3 || command -v python)
 
 profile=()
 assembly=(--models 500 --repeats 2 --threads 1 0)
-targets=(--repeats 3 --methods parc rsa dds leep nce hscore hscore_shrink logme transrate gbc
-  gbc_spherical knn heuristic sfda nleep pactran_dir pactran_gamma ncti_seli ncti_ncc ncti_vc
-  etran lfc)
+targets=(--repeats 3 --parc-chunk-sizes --e2e-chunk-sizes 250 --transfer-probe --methods parc rsa
+  dds leep nce hscore hscore_shrink logme transrate gbc gbc_spherical knn heuristic)
+newer=(--repeats 2 --parc-chunk-sizes --e2e-chunk-sizes --methods sfda nleep pactran_dir
+  pactran_gamma pactran_gauss ncti_seli ncti_ncc ncti_vc etran lfc)
 logistic=(--repeats 1 --e2e-repeats 1 --methods logistic --parc-chunk-sizes)
 tests=(-k "not eight_cpu_devices and not deadlock")
 sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hscore
@@ -35,10 +45,12 @@ if [[ ${SMOKE:-0} == 1 ]]; then
   small=(--pool 3 --n 200 --num-classes 20 --z 100)
   profile=(--models 8 --n 200 --d 256)
   assembly=(--models 32 --d 256 --repeats 2 --threads 1 0)
-  targets=(--repeats 2 --models 16 --chunk-sizes 16 --parc-chunk-sizes 8 --d 256 "${small[@]}"
-    --methods parc leep logme)
+  targets=(--repeats 2 --models 16 --chunk-sizes 16 --parc-chunk-sizes --e2e-chunk-sizes 8
+    --transfer-probe --d 256 "${small[@]}" --methods parc leep logme)
   logistic=(--repeats 1 --e2e-repeats 1 --models 16 --chunk-sizes 16 --d 256 "${small[@]}"
     --methods logistic --parc-chunk-sizes)
+  newer=(--repeats 1 --models 16 --chunk-sizes 16 --d 256 "${small[@]}" --parc-chunk-sizes
+    --e2e-chunk-sizes --methods sfda lfc)
   tests=(-k "matches_reference_for_every_scorer")
   sweep=(--batch-sizes 1 4 --chunk-size 4 --widths 64 128 --repeats 1 "${small[@]}"
     --methods parc leep logistic)
@@ -57,30 +69,39 @@ nproc | tee -a "$log"
 
 if want tests; then
   stage "engine and scorers against the NumPy/SciPy references, on the GPU"
-  workers=(); $py -c "import xdist" 2>/dev/null && workers=(-n 12)  # pytest-xdist if present
-  # one compilation cache for every worker (conftest's default is one per process)
-  JAX_COMPILATION_CACHE_DIR=$(mktemp -d) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 200 \
-    $py -m pytest -v "${workers[@]}" -rf --tb=short --durations=25 \
-    -p no:cacheprovider -p no:benchmark tests/test_engine.py tests/test_scorers_stats.py \
-    tests/test_scorers_parc.py tests/test_cli.py::test_no_bank_scores_the_shipped_example \
-    "${tests[@]}" 2>&1 | tee -a "$log"
+  workers=()  # pytest-xdist if present: work stealing keeps every worker busy to the end
+  $py -c "import xdist" 2>/dev/null && workers=(-n "${WORKERS:-12}" --dist worksteal)
+  # one compilation cache for every worker (conftest's default is one per process); the
+  # engine and scorer files first, so a time limit cuts the CLI's test, not theirs
+  JAX_COMPILATION_CACHE_DIR=$(mktemp -d) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 320 \
+    $py -m pytest -v "${workers[@]}" -rfE --tb=short --durations=40 \
+    -p no:cacheprovider -p no:benchmark --junitxml="$out/tests-junit.xml" \
+    tests/test_engine.py tests/test_scorers_parc.py tests/test_scorers_stats.py \
+    tests/test_newer_scorers.py tests/test_regression.py \
+    tests/test_cli.py::test_no_bank_scores_the_shipped_example "${tests[@]}" 2>&1 | tee -a "$log"
 fi
 
 if want targets; then
   stage "targets: 1,000 models, n=500, d=2048"
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 170 $py benchmarks/targets.py "${targets[@]}" \
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 180 $py benchmarks/targets.py "${targets[@]}" \
     --out "$out/targets-gpu.json" 2>&1 | tee -a "$log"
   stage "targets: logistic alone (L-BFGS to convergence, vmapped)"
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 90 $py benchmarks/targets.py "${logistic[@]}" \
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 80 $py benchmarks/targets.py "${logistic[@]}" \
     --out "$out/targets-logistic-gpu.json" 2>&1 | tee -a "$log"
+  stage "targets: the newer scorers (sfda, nleep, pactran, ncti parts, etran, lfc), 1,000 models"
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 75 $py benchmarks/targets.py "${newer[@]}" \
+    --out "$out/targets-newer-gpu.json" 2>&1 | tee -a "$log"
 fi
 
 if want profile; then
   stage "profile: PARC's pieces over 1,000 models"
-  timeout 90 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
+  timeout 65 $py benchmarks/profile_parc.py "${profile[@]}" --out "$out/profile_parc-gpu.json" \
     2>&1 | tee -a "$log"
+fi
+
+if want assembly; then
   stage "host assembly of a 500-model chunk: 1 thread and the engine's default"
-  timeout 30 $py benchmarks/assembly.py "${assembly[@]}" --out "$out/assembly-gpu-host.json" \
+  timeout 10 $py benchmarks/assembly.py "${assembly[@]}" --out "$out/assembly-gpu-host.json" \
     2>&1 | tee -a "$log"
 fi
 

@@ -76,6 +76,10 @@ def pieces(f: int) -> dict:
         "correlation distances (f cols)": (distances, "scores"),
         "sort int32 keys [n(n-1)/2]": (sort_keys, "dist"),
         "sort + 2 searchsorted": (searchsorted, "dist"),
+        "spearman_two_valued (flagbit, default)": (
+            lambda dist, high: numerics.spearman_two_valued(dist, high, method="flagbit"),
+            "dist+high",
+        ),
         "spearman_two_valued (search)": (
             lambda dist, high: numerics.spearman_two_valued(dist, high, method="search"),
             "dist+high",

@@ -42,7 +42,7 @@ from parc_jax.synthetic import synthetic_bank
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import int_at_least, output_file, positive_int  # noqa: E402
-from throughput import device_name, engine_scorer, tiled_bank, timed  # noqa: E402
+from throughput import device_name, engine_scorer, reference_call, tiled_bank, timed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_PARC_S = 0.05
@@ -95,6 +95,8 @@ def measure_chunk_size(
         feature_bytes=sum(c["features"].nbytes for c in host),
         load_gb_s=nbytes / load_s / 1e9, transfer_gb_s=nbytes / transfer_s / 1e9,
     )  # fmt: skip
+    if args.transfer_probe:
+        run_doc["transfer_probe"] = transfer_probe(host[0]["features"])
     del host
     print(f"chunk {chunk}: {len(chunks)} chunk(s), {nbytes / 1e9:.2f} GB; load "
           f"{run_doc['load_gb_s']:.2f} GB/s, transfer {run_doc['transfer_gb_s']:.2f} GB/s",
@@ -125,6 +127,16 @@ def measure_chunk_size(
     if ("parc", "fast") in scores:
         diff = np.abs(scores[("parc", "fast")] - scores[("parc", "exact")])
         run_doc["parc_fast_max_abs_diff"] = float(diff.max())
+        # against the float64 pipeline (SVD PCA + spearmanr) on the distinct pool models
+        pool = len({id(m.features) for m in bank.models})
+        want = np.array([reference_call("parc", m, bank) for m in bank.models[:pool]])
+        for pca in ("fast", "exact"):
+            got = scores[("parc", pca)][: len(want)]
+            run_doc[f"parc_{pca}_vs_float64"] = {
+                "max_abs": float(np.max(np.abs(got - want))),
+                "mean_abs": float(np.mean(np.abs(got - want))),
+                "models": len(want),
+            }
     ok = [m for m in methods if "error" not in run_doc["methods"][m]]
     if len(ok) > 1:
         # together = one shared PCA per model for all of them (engine.chunk_scorer)
@@ -138,13 +150,39 @@ def measure_chunk_size(
     e2e = [("parc", ["parc"], "exact"), ("parc (fast PCA)", ["parc"], "fast")]
     if len(ok) > 1:
         e2e.append(("every scorer", ok, "exact"))
-    for name, ms, pca in e2e:
+    e2e = [(name, ms, pca, chunk) for name, ms, pca in e2e]
+    e2e += [(f"parc (fast PCA), chunks of {c}", ["parc"], "fast", c)
+            for c in args.e2e_chunk_sizes if c < chunk]  # fmt: skip
+    for name, ms, pca, size in e2e:
         if not set(ms) <= set(ok):
             continue
-        call = dict(methods=ms, pca=pca, chunk_size=chunk, progress=False)
+        call = dict(methods=ms, pca=pca, chunk_size=size, progress=False)
         _, warm = timed(lambda call=call: score_bank(bank, **call).scores, args.e2e_repeats)
         run_doc.setdefault("end_to_end_s", {})[name] = warm
         print(f"  end to end, {name}: {warm:.3f} s", file=sys.stderr, flush=True)
+
+
+def transfer_probe(features: np.ndarray) -> dict:
+    """Host-to-device GB/s of one chunk's features ``[B, n, d]``: as they are (float16), as
+    float32 (twice the bytes), and as 8 pieces of models put one after the other (each
+    ``device_put`` async, waited for at the end), to tell the link's rate from the path's."""
+    out = {}
+    pieces = np.array_split(np.arange(features.shape[0]), 8)
+    cases = {
+        "whole": lambda: jax.device_put(features),
+        "whole_float32": lambda: jax.device_put(as32),
+        "8_pieces": lambda: [jax.device_put(features[p[0] : p[-1] + 1]) for p in pieces],
+    }
+    as32 = features.astype(np.float32)
+    for name, put in cases.items():
+        nbytes = as32.nbytes if name == "whole_float32" else features.nbytes
+        jax.block_until_ready(put())  # warm-up: allocator, pinned staging
+        t0 = time.perf_counter()
+        jax.block_until_ready(put())
+        seconds = time.perf_counter() - t0
+        out[name] = {"s": seconds, "gb_s": nbytes / seconds / 1e9}
+        print(f"  transfer {name}: {nbytes / seconds / 1e9:.2f} GB/s", file=sys.stderr, flush=True)
+    return out
 
 
 def save(doc: dict, out: Path) -> None:
@@ -186,6 +224,14 @@ def markdown(doc: dict) -> str:
         lines.append("")
         if "parc_fast_max_abs_diff" in r:
             lines.append(f"Largest |PARC fast - exact| here: {r['parc_fast_max_abs_diff']:.4f}.")
+        for pca in ("fast", "exact"):
+            if f"parc_{pca}_vs_float64" in r:
+                v = r[f"parc_{pca}_vs_float64"]
+                lines.append(f"PARC {pca} against float64 (SVD PCA + spearmanr, "
+                             f"{v['models']} distinct models): max |difference| "
+                             f"{v['max_abs']:.4f}, mean {v['mean_abs']:.4f}.")  # fmt: skip
+        for name, v in r.get("transfer_probe", {}).items():
+            lines.append(f"Host-to-device, {name}: {v['gb_s']:.2f} GB/s ({v['s']:.2f} s).")
         for name, s in r.get("end_to_end_s", {}).items():
             lines.append(f"End to end ({name}): {s:.3f} s.")
         lines.append("")
@@ -219,6 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=positive_int, default=8, help="distinct synthetic models, tiled")
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--e2e-repeats", type=positive_int, default=2)
+    p.add_argument(
+        "--e2e-chunk-sizes",
+        nargs="*",
+        type=positive_int,
+        default=[],
+        help="further chunk sizes for end-to-end PARC (transfer/compute overlap)",
+    )
+    p.add_argument(
+        "--transfer-probe",
+        action="store_true",
+        help="also time float16 / float32 / piecewise host-to-device copies",
+    )
     p.add_argument(
         "--out", type=output_file, help="JSON path (default results/targets-<device>.json)"
     )

@@ -37,6 +37,7 @@ __all__ = [
     "Spectrum",
     "spearman",
     "spearman_two_valued",
+    "truncate_low_bit",
     "standardize",
     "upper_triangle",
 ]
@@ -127,7 +128,20 @@ _PCA_MODE: contextvars.ContextVar[str] = contextvars.ContextVar(
     "parc_jax_pca_mode", default="exact"
 )
 PCA_MODES = ("exact", "fast")
-FAST_PCA_ITERATIONS = 8
+# Fast mode's subspace iteration steps. Its accuracy against PARC with a float64 PCA
+# (benchmarks/fast_parc_accuracy.py, results/fast_parc_accuracy.md): with the Rayleigh-Ritz
+# step on the data that follows (_pca_finish), 4 steps were within 0.075 PARC points on a
+# synthetic width mix (512-4096) and within 0.17 on every committed real bank (orl, where
+# exact float32 PCA itself is 0.18 from float64); 2 steps reached 0.30, 3 0.16, 6 0.19. The
+# bound fast mode is held to is 0.2. Each step costs two thin products with the data (or one
+# with the formed Gram), so 4 steps halve the iteration's cost of 8.
+FAST_PCA_ITERATIONS = 4
+# Precision of the fast mode's subspace-iteration products (not of its final Rayleigh-Ritz
+# step on the data, which stays at HIGHEST): HIGH is about float32 accuracy at half the cost
+# of HIGHEST on GPUs (three bfloat16 passes instead of six), enough to find the subspace,
+# whose directions the final step resolves at full float32 precision. Exact mode uses HIGHEST
+# throughout. XLA:CPU computes every float32 product at full precision whatever this says.
+FAST_PCA_PRECISION = lax.Precision.HIGH
 # Variance ratio (to the first component) at or below which a principal component is taken
 # as beyond the numerical rank: 16 float32 epsilons (~1.9e-6). A float32 Gram or covariance
 # eigendecomposition puts the eigenvalues of exactly rank-deficient features at up to ~3 eps
@@ -194,6 +208,10 @@ def jit_per_pca_mode(fn: Callable, **jit_kwargs: Any) -> Callable:
 # cuSOLVER QR per model) or "cholesky" (shifted Cholesky QR: matrix products, a batched p x p
 # Cholesky and a batched triangular solve). Read at trace time.
 FAST_PCA_QR = "cholesky"
+# Fast mode's products: "auto" (whichever costs fewer flops, :func:`_implicit_is_cheaper`),
+# "gram" (form the Gram / covariance matrix, iterate on it) or "implicit" (multiply by the
+# data twice per step). Read at trace time; for benchmarks.
+FAST_PCA_ROUTE = "auto"
 _FAST_QR_SHIFTS = (1e-3, 1e-5, 1e-7)  # relative to unit column norms, times p
 
 
@@ -264,12 +282,56 @@ def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     p = width + _FAST_PCA_OVERSAMPLE
     # A fixed start block: deterministic results, no key to thread through the scorers.
     omega = jax.random.normal(jax.random.key(0), (a.shape[0], p), a.dtype)
-    q = _orthonormal_basis(matmul(a, omega))
+    return _subspace_iteration(
+        lambda q: _fast_matmul(a, q),
+        _fast_matmul(a, omega),
+        width,
+        core=lambda q: matmul(q.T, _fast_matmul(a, q)),
+    )
+
+
+def _fast_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` at fast mode's precision (``FAST_PCA_PRECISION``)."""
+    return jnp.matmul(a, b, precision=FAST_PCA_PRECISION)
+
+
+def _subspace_iteration(
+    apply: Callable[[jax.Array], jax.Array],
+    start: jax.Array,
+    width: int,
+    *,
+    core: Callable[[jax.Array], jax.Array],
+) -> tuple[jax.Array, jax.Array]:
+    """Approximate top-``width`` eigenpairs of a symmetric PSD operator ``A`` (``apply: q [s,
+    p] -> A q``), descending: orthonormalise ``start: [s, p]`` (a random block already
+    multiplied by ``A`` or a factor of it), run ``FAST_PCA_ITERATIONS`` steps ``q <- orth(A
+    q)``, then Rayleigh-Ritz on ``core(q) = q^T A q [p, p]``."""
+    q = _orthonormal_basis(start)
     # a loop in the program, not unrolled by Python: one body to compile, whatever the count
-    q = lax.fori_loop(0, FAST_PCA_ITERATIONS, lambda _, q: _orthonormal_basis(matmul(a, q)), q)
-    small = matmul(q.T, matmul(a, q))
-    vals, w = jnp.linalg.eigh(small, symmetrize_input=True)
+    q = lax.fori_loop(0, FAST_PCA_ITERATIONS, lambda _, q: _orthonormal_basis(apply(q)), q)
+    vals, w = jnp.linalg.eigh(core(q), symmetrize_input=True)
     return vals[::-1][:width], matmul(q, w[:, ::-1][:, :width])
+
+
+def _implicit_top_eigenvectors(
+    xc: jax.Array, gram_side: bool, width: int
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`_top_eigenvectors` of ``Xc Xc^T`` (``gram_side``) or ``Xc^T Xc`` without forming
+    it: ``B = Xc^T`` (or ``Xc``) and each step multiplies by ``B`` and ``B^T``. The start block
+    is one product with a random ``[d, p]`` (or ``[n, p]``) block, and the Rayleigh-Ritz core
+    ``q^T B^T B q`` the Gram of ``B q``: one thin product each, not two."""
+    b = xc.T if gram_side else xc  # A = B^T B, B: [r, s]
+    p = width + _FAST_PCA_OVERSAMPLE
+    omega = jax.random.normal(jax.random.key(0), (b.shape[0], p), xc.dtype)
+
+    def core(q: jax.Array) -> jax.Array:
+        bq = _fast_matmul(b, q)
+        return _fast_matmul(bq.T, bq)
+
+    return _subspace_iteration(
+        lambda q: _fast_matmul(b.T, _fast_matmul(b, q)), _fast_matmul(b.T, omega), width,
+        core=core,
+    )  # fmt: skip
 
 
 def _pca_width(n_dims: int, n: int, d: int) -> int:
@@ -332,9 +394,12 @@ def _pca_many(
     d_valid = jnp.sum(m).astype(jnp.int32)
     xc = center(x, mask)
     gram_side = n <= d
-    a = matmul(xc, xc.T) if gram_side else matmul(xc.T, xc)
     widths = sorted({_pca_width(k, n, d) for k in n_dims}, reverse=True)
     exact = _PCA_MODE.get() == "exact"
+    if exact or spectrum or not _implicit_is_cheaper(n, d, widths):
+        a = matmul(xc, xc.T) if gram_side else matmul(xc.T, xc)
+    else:
+        a = None  # fast mode multiplies by Xc and Xc^T instead of forming A (see below)
     spec, after = None, None
     if exact or spectrum:
         vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
@@ -348,11 +413,30 @@ def _pca_many(
         xw = xc if after is None else sequenced(xc, after)
         if exact:
             lam, vec = vals[::-1][:width], vecs[:, ::-1][:, :width]
+        elif a is None:
+            lam, vec = _implicit_top_eigenvectors(xw, gram_side, width)
         else:
             lam, vec = _top_eigenvectors(a if after is None else sequenced(a, after), width)
         done[width] = _pca_finish(xw, lam, vec, gram_side, jnp.minimum(width, d_valid))
         after = done[width][0]
     return [done[_pca_width(k, n, d)] for k in n_dims], spec
+
+
+def _implicit_is_cheaper(n: int, d: int, widths: Sequence[int]) -> bool:
+    """Whether fast mode's subspace iterations cost fewer flops through the data (two thin
+    products per step, ``4 n d p``) than forming the ``s x s`` matrix (``2 n d s``, ``s =
+    min(n, d)``) and iterating on it (``2 s^2 p`` per step); static shapes only. Each width
+    runs ``FAST_PCA_ITERATIONS`` steps plus a start and a Rayleigh-Ritz core."""
+    if FAST_PCA_ROUTE != "auto":
+        return FAST_PCA_ROUTE == "implicit"
+    s = min(n, d)
+    steps = FAST_PCA_ITERATIONS
+    blocks = [w + _FAST_PCA_OVERSAMPLE for w in widths if w + _FAST_PCA_OVERSAMPLE < s]
+    if not blocks or len(blocks) < len(widths):
+        return False  # a width solved by eigh needs the matrix anyway
+    implicit = sum((steps + 1) * 4 * n * d * p for p in blocks)
+    formed = 2 * n * d * s + sum((steps + 2) * 2 * s * s * p for p in blocks)
+    return implicit < formed
 
 
 def _pca_finish(
@@ -588,11 +672,11 @@ def _int_block_sum(c: jax.Array, *, block: int = 4096) -> jax.Array:
     return jnp.sum(blocks.astype(jnp.float32))
 
 
-SPEARMAN_TWO_VALUED_METHODS = ("auto", "search", "pairs")
+SPEARMAN_TWO_VALUED_METHODS = ("auto", "flagbit", "search", "pairs")
 
 
 def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "auto") -> jax.Array:
-    """Spearman correlation between ``values: [m]`` and a two-valued variable, exactly.
+    """Spearman correlation between ``values: [m]`` and a two-valued variable.
 
     ``high: bool [m]`` marks entries of the two-valued variable's larger value. With average
     ranks, the two-valued variable's ranks are constants per group, so only ``values`` needs
@@ -600,32 +684,37 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
     ``sum_high (r - rbar) * (m / 2) / sqrt(SS_r * m0 m1 m / 4)``; NaN when ``values`` or
     ``high`` is constant (undefined).
 
-    ``method="search"``: one sort of the bare int32 keys, no payload; each value's tie group
-    spans ``[left, right)`` of the sorted keys (a binary search for ``left``, ``right`` from
-    a scan of the sorted keys: :func:`_tie_bounds_by_search`), so
-    ``2 r - (m + 1) = left + right - m`` exactly, ties included. On XLA:CPU this was ~2.4x
-    faster per PARC call than sorting (key, index) pairs with two binary searches
-    (``benchmarks/parc_sort_keys.py``); one search is faster still.
-    ``method="pairs"``: one sort of (key, high) pairs, then tie groups by two scans over the
-    sorted keys; the same integers, so the same result. On an H100 two binary searches
-    took 70 of the search method's 75 ms for 1,000 models (n = 500) while the sort alone took
-    5 ms (``benchmarks/profile_parc.py``), so ``method="auto"`` (default) takes the search on
-    the CPU and the pairs elsewhere, as :func:`_centred_ranks` does. Static.
+    ``method="flagbit"`` (``"auto"``, the default, on every platform): ONE sort of bare int32
+    keys, no payload and no search. Each key is the value's order key
+    (:func:`_order_keys`) with its lowest bit replaced by the low-group flag (``~high``, e.g.
+    "same class" for PARC's label distance); in sorted order the tie groups are runs of equal
+    ``key >> 1`` (found by two scans), and the flag comes back as ``key & 1``, so the low
+    group's rank sum needs no gather. **Which values tie**: two float32 values tie exactly
+    when they are equal after clearing the lowest bit of their significands (truncating the
+    24-bit significand to 23 bits toward zero; ``-0.0`` is ``+0.0``), i.e. equal values and
+    the pairs of neighbouring floats whose bit patterns differ only in bit 0. Such neighbours
+    are one float32 ulp apart (~1.2e-7 relative), below the rounding of the distances
+    themselves; the result equals SciPy's ``spearmanr`` of the values so truncated. On
+    XLA:CPU this is 2-3x faster than the search method (``benchmarks/rank_step.py``).
+
+    ``method="search"``: one sort of the bare keys (all 32 bits), each value's tie group
+    ``[left, right)`` from a binary search and a scan (:func:`_tie_bounds_by_search`), so
+    ``2 r - (m + 1) = left + right - m`` exactly: ties are exactly equal values.
+    ``method="pairs"``: one sort of (key, high) pairs, tie groups by two scans; the same
+    integers as ``"search"``. Both are kept as references for the benchmarks and tests. Static.
     """
     if method not in SPEARMAN_TWO_VALUED_METHODS:
         raise ValueError(f"method: expected one of {SPEARMAN_TWO_VALUED_METHODS}, got {method!r}")
     m = values.shape[0]
     keys = _order_keys(values)
-    flags = high.astype(jnp.int32)
-    if method == "auto":
-        c, t, flags = lax.platform_dependent(
-            keys, flags, cpu=_two_valued_by_search, default=_two_valued_by_pairs
-        )
+    if method in ("auto", "flagbit"):
+        c, t, low = _two_valued_by_flag_bit(keys, (~high).astype(jnp.int32))
+        s_high = -_int_block_sum(c * low) / 2.0  # the c sum to 0: high's sum is minus low's
     else:
         by = _two_valued_by_search if method == "search" else _two_valued_by_pairs
-        c, t, flags = by(keys, flags)
+        c, t, flags = by(keys, high.astype(jnp.int32))
+        s_high = _int_block_sum(c * flags) / 2.0  # sum over high of (r - rbar)
     tie_term = _tie_term(t)
-    s_high = _int_block_sum(c * flags) / 2.0  # sum over high of (r - rbar)
     m1 = jnp.sum(high.astype(jnp.float32))
     m0 = jnp.float32(m) - m1
     ss_r = _centred_sum_squares(m, tie_term)
@@ -635,6 +724,23 @@ def spearman_two_valued(values: jax.Array, high: jax.Array, *, method: str = "au
     # tie), since the float32 sum of squares of one m-sized tie group rounds to a small
     # nonzero number and gave 0.
     return jnp.where(jnp.all(c == 0) | (m0 == 0) | (m1 == 0), jnp.nan, rho)
+
+
+def truncate_low_bit(values: jax.Array) -> jax.Array:
+    """float32 ``values`` with the lowest significand bit cleared (``-0.0`` as ``+0.0``): the
+    values :func:`spearman_two_valued`'s default method ranks (equal results tie)."""
+    bits = lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
+    bits = jnp.where(bits == jnp.int32(-(2**31)), 0, bits)
+    return lax.bitcast_convert_type(bits & ~1, jnp.float32)
+
+
+def _two_valued_by_flag_bit(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:
+    """``(c, t, flags)`` in sorted order from one sort of ``keys`` with ``flags`` (0/1) in
+    their lowest bit: ``c = 2 r - (m + 1)`` of the tie group ``keys >> 1`` (see
+    :func:`spearman_two_valued`), ``t`` its size."""
+    packed = jnp.sort((keys & ~1) | flags)
+    c, t = _ranks_from_bounds(*_tie_groups(packed >> 1), keys.shape[0])
+    return c, t, packed & 1
 
 
 def _two_valued_by_search(keys: jax.Array, flags: jax.Array) -> tuple[jax.Array, ...]:

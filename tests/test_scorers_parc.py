@@ -885,13 +885,19 @@ def test_public_scorers_follow_the_pca_mode_of_each_call():
     assert float(parc(x, labels, num_classes=10)) == first
 
 
-@pytest.mark.parametrize("variant", ["householder", "cholesky"])
-def test_fast_pca_orthonormalisations_agree_with_exact(monkeypatch, variant):
-    """Both ways of orthonormalising the subspace block stay within 0.2 PARC points, and the
-    batched Cholesky variant (the GPU-friendly one) stays finite on rank-deficient features."""
+@pytest.mark.parametrize(
+    "variant, route",
+    [("householder", "gram"), ("cholesky", "gram"), ("cholesky", "implicit"),
+     ("householder", "implicit")],
+)  # fmt: skip
+def test_fast_pca_orthonormalisations_agree_with_exact(monkeypatch, variant, route):
+    """Both ways of orthonormalising the subspace block, iterating on the formed Gram or
+    through the data, stay within 0.2 PARC points, and the batched Cholesky variant (the
+    GPU-friendly one) stays finite on rank-deficient features."""
     from parc_jax.synthetic import synthetic_features
 
     monkeypatch.setattr(numerics, "FAST_PCA_QR", variant)
+    monkeypatch.setattr(numerics, "FAST_PCA_ROUTE", route)
     rng = np.random.default_rng(12)
     labels = np.repeat(np.arange(10), 20)
     x = synthetic_features(labels, 256, rng)
@@ -930,10 +936,41 @@ def test_spearman_two_valued_methods_match_scipy_with_ties():
             jnp.asarray(values), jnp.asarray(high)))
         for method in numerics.SPEARMAN_TWO_VALUED_METHODS
     }  # fmt: skip
-    assert got["search"] == got["pairs"] == got["auto"]  # the same integers
-    np.testing.assert_allclose(got["search"], want, rtol=1e-5)
+    assert got["search"] == got["pairs"]  # the same integers, summed in the same order
+    for method in numerics.SPEARMAN_TWO_VALUED_METHODS:
+        np.testing.assert_allclose(got[method], want, rtol=1e-5)
     with pytest.raises(ValueError, match="method"):
         numerics.spearman_two_valued(jnp.asarray(values), jnp.asarray(high), method="bogus")
+
+
+def test_flagbit_rank_step_ties_values_equal_but_for_the_lowest_significand_bit():
+    """The default rank step (one sort of keys carrying the flag in bit 0) ties exactly the
+    values equal after clearing bit 0 of their float32 bit patterns (-0.0 as +0.0): its
+    low-group rank sum and tie term are SciPy's average ranks of the values so truncated, and
+    differ from those of the untruncated values (neighbours 1 apart in bit 0 tie, neighbours
+    apart in bit 1 do not)."""
+    rng = np.random.default_rng(15)
+    bits = (rng.random(2000).astype(np.float32) + 0.5).view(np.int32) & ~3
+    values = np.concatenate([bits, bits | 1, bits | 2]).view(np.float32)
+    values = np.concatenate([values, -values[:400], np.float32([0.0, -0.0, 0.0])])
+    values = values[rng.permutation(values.size)]
+    low = rng.random(values.size) < 0.4
+    keys = numerics._order_keys(jnp.asarray(values))
+    c, t, low_sorted = jax.jit(numerics._two_valued_by_flag_bit)(keys, jnp.asarray(low, jnp.int32))
+    got_sum = int(np.sum(np.asarray(c, np.int64) * np.asarray(low_sorted)))
+    got_ties = float(numerics._tie_term(t))
+
+    def expected(v: np.ndarray) -> tuple[int, float]:
+        r2 = (2 * scipy.stats.rankdata(v.astype(np.float64))).astype(np.int64)
+        counts = np.unique(v.astype(np.float64), return_counts=True)[1].astype(np.float64)
+        return int(np.sum((r2 - (v.size + 1))[low])), float(np.sum(counts**3 - counts))
+
+    truncated = np.asarray(numerics.truncate_low_bit(jnp.asarray(values)))
+    assert (got_sum, got_ties) == expected(truncated)
+    assert expected(truncated) != expected(values)  # the rule matters on these values
+    high = ~low
+    want = scipy.stats.spearmanr(truncated.astype(np.float64), high).statistic
+    np.testing.assert_allclose(float(numerics.spearman_two_valued(values, high)), want, rtol=1e-6)
 
 
 def test_centred_ranks_by_search_and_by_sort_are_the_same_integers():
