@@ -628,3 +628,37 @@ def test_l_max_must_be_a_finite_positive_number(bank):
     for bad in ("50", None, True, float("nan"), float("inf"), 0, -5.0):
         with pytest.raises(ValueError, match="l_max: expected a finite positive number"):
             score_bank(bank, methods=["parc"], depth_prior=True, l_max=bad, progress=False)
+
+
+def test_exact_pca_iterative_route_equals_eigh_and_its_fallback_is_eigh(monkeypatch):
+    """The engine's exact PCA by certified subspace iteration (``EXACT_PCA_SOLVER``) gives
+    eigh's scores to float32 rounding (8 components of 60 x 64 padded features); when
+    nothing is certified, every model is reduced again by the eigh program over just those
+    rows, and the scores are eigh's again."""
+    b = _bank(4, widths=(40, 40, 12, 20), seed=3, latent=12, noise=0.0)
+    run = dict(methods=["parc", "knn"], n_dims=8, pca="exact", chunk_size=4, progress=False)
+    monkeypatch.setattr(engine._programs, "EXACT_PCA_SOLVER", "eigh")
+    _fresh()
+    want = score_bank(b, **run).scores
+    monkeypatch.setattr(engine._programs, "EXACT_PCA_SOLVER", "iterative")
+    _fresh()
+    got = score_bank(b, **run).scores
+    assert any("iterative" in key for key, _ in engine.TRACE_COUNT)  # the route ran
+    for m in run["methods"]:
+        np.testing.assert_allclose(got[m], want[m], rtol=0, atol=1e-3)
+    monkeypatch.setattr(engine._programs.numerics, "EXACT_ITER_RTOL", -1.0)  # never certified
+    seen = []
+    resolve = engine._programs.ChunkScorer._resolve_unconverged
+
+    def spy(self, x, outs, converged):
+        seen.append(int(np.sum(~np.asarray(converged))))
+        return resolve(self, x, outs, converged)
+
+    monkeypatch.setattr(engine._programs.ChunkScorer, "_resolve_unconverged", spy)
+    _fresh()
+    again = score_bank(b, **run).scores
+    # one chunk (a bank of at most one chunk is padded to its widest model, 64 columns: more
+    # than 8 + 16 Gram rows): every model took the iterative route, then the eigh pass
+    assert seen == [4]
+    for m in run["methods"]:
+        np.testing.assert_allclose(again[m], want[m], rtol=0, atol=1e-4)
