@@ -628,3 +628,74 @@ def test_l_max_must_be_a_finite_positive_number(bank):
     for bad in ("50", None, True, float("nan"), float("inf"), 0, -5.0):
         with pytest.raises(ValueError, match="l_max: expected a finite positive number"):
             score_bank(bank, methods=["parc"], depth_prior=True, l_max=bad, progress=False)
+
+
+def test_exact_pca_iterative_route_equals_eigh_and_its_fallback_is_eigh(monkeypatch):
+    """The engine's exact PCA by certified subspace iteration (``EXACT_PCA_SOLVER``) gives
+    eigh's scores to float32 rounding (8 components of 60 x 64 padded features); when
+    nothing is certified, every model is reduced again by the eigh program over just those
+    rows, and the scores are eigh's again."""
+    b = _bank(4, widths=(40, 40, 12, 20), seed=3, latent=12, noise=0.0)
+    run = dict(methods=["parc", "knn"], n_dims=8, pca="exact", chunk_size=4, progress=False)
+    monkeypatch.setattr(engine._programs, "EXACT_PCA_SOLVER", "eigh")
+    _fresh()
+    want = score_bank(b, **run).scores
+    monkeypatch.setattr(engine._programs, "EXACT_PCA_SOLVER", "iterative")
+    _fresh()
+    got = score_bank(b, **run).scores
+    assert any("iterative" in key for key, _ in engine.TRACE_COUNT)  # the route ran
+    for m in run["methods"]:
+        np.testing.assert_allclose(got[m], want[m], rtol=0, atol=1e-3)
+    monkeypatch.setattr(engine._programs.numerics, "EXACT_ITER_RTOL", -1.0)  # never certified
+    seen = []
+    resolve = engine._programs.ChunkScorer._resolve_unconverged
+
+    def spy(self, x, outs, converged):
+        seen.append(int(np.sum(~np.asarray(converged))))
+        return resolve(self, x, outs, converged)
+
+    monkeypatch.setattr(engine._programs.ChunkScorer, "_resolve_unconverged", spy)
+    _fresh()
+    again = score_bank(b, **run).scores
+    # one chunk (a bank of at most one chunk is padded to its widest model, 64 columns: more
+    # than 8 + 16 Gram rows): every model took the iterative route, then the eigh pass
+    assert seen == [4]
+    for m in run["methods"]:
+        np.testing.assert_allclose(again[m], want[m], rtol=0, atol=1e-4)
+
+
+def test_at_most_two_chunks_are_on_the_device_and_results_keep_stream_order(monkeypatch):
+    """Transfer overlaps compute by one chunk: chunk k + 1 is put on the device only after
+    chunk k - 1's scores came back (so at most two chunks' features are on the device), the
+    progress callback fires once per chunk, and scores come back in stream order, equal to
+    one big chunk's."""
+    import jax
+
+    b = _bank(6, widths=(20,), seed=4)
+    events: list[str] = []
+    put = jax.device_put
+
+    def spy(x, *args, **kwargs):
+        if getattr(x, "ndim", 0) == 3:  # a chunk's features [B, n, d]
+            events.append("put")
+        return put(x, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "device_put", spy)
+    stages: list[str] = []
+
+    def done(count: int) -> None:
+        events.append(f"done {count}")
+
+    got = score_bank(b, methods=["parc"], chunk_size=2, progress=False, on_chunk=done,
+                     on_stage=stages.append)  # fmt: skip
+    monkeypatch.setattr(jax, "device_put", put)
+    assert [e for e in events if e != "put"] == ["done 2"] * 3
+    on_device = np.cumsum([1 if e == "put" else -1 for e in events])
+    assert on_device.max() == 2, events  # overlapped by one chunk, never more
+    # the watchdog's stage callbacks still fire for every chunk
+    assert sum(s.startswith("scoring a chunk") for s in stages) == 3
+    assert sum(s.startswith("waiting for a chunk") for s in stages) == 3
+    want = score_bank(b, methods=["parc"], chunk_size=6, progress=False)
+    # the batch size changes the float32 PCA's rounding (2.6e-4 PARC points measured)
+    np.testing.assert_allclose(got.scores["parc"], want.scores["parc"], rtol=0, atol=2e-3)
+    assert got.names == [m.name for m in b.models]
