@@ -103,24 +103,15 @@ def measure_chunk_size(
           file=sys.stderr, flush=True)  # fmt: skip
 
     def method_run(ms: tuple[str, ...], pca: str = "exact") -> Callable[[], object]:
-        if pca == "eigh":  # exact PCA by one eigh per model, not the default iterative route
-            saved = engine._programs.EXACT_PCA_SOLVER
-            engine._programs.EXACT_PCA_SOLVER = "eigh"
-            try:
-                fn = engine_scorer(ms, target, chunk, "exact")
-            finally:
-                engine._programs.EXACT_PCA_SOLVER = saved
-        else:
-            fn = engine_scorer(ms, target, chunk, pca)
+        fn = engine_scorer(ms, target, chunk, pca)
         return lambda: [fn(c) for c in chunks]
 
     scores = {}
     variants = [(m, "exact") for m in methods]
     if "parc" in methods:
         variants.insert(methods.index("parc") + 1, ("parc", "fast"))
-        variants.insert(methods.index("parc") + 1, ("parc", "eigh"))
     for m, pca in variants:
-        key = {"exact": m, "fast": f"{m} (fast PCA)", "eigh": f"{m} (exact PCA by eigh)"}[pca]
+        key = m if pca == "exact" else f"{m} (fast PCA)"
         try:
             call = method_run((m,), pca)
             first, warm = timed(call, args.repeats)

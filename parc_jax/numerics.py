@@ -29,9 +29,6 @@ __all__ = [
     "pca",
     "pca_many",
     "pca_mode",
-    "exact_solver",
-    "exact_top_eigenvectors",
-    "reduce_features_certified",
     "reduce_features",
     "reduce_features_many",
     "pearson",
@@ -155,32 +152,6 @@ FAST_PCA_PRECISION = lax.Precision.HIGH
 # of 32, and PARC gives 3.2 where the float64 PCA gives 22.9.
 NULL_COMPONENT_RTOL = 16 * float(jnp.finfo(jnp.float32).eps)
 _FAST_PCA_OVERSAMPLE = 8
-
-
-_EXACT_SOLVER: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "parc_jax_exact_solver", default="eigh"
-)
-EXACT_SOLVERS = ("eigh", "iterative")
-
-
-@contextlib.contextmanager
-def exact_solver(solver: str) -> Iterator[None]:
-    """Select exact mode's route to the top-``F`` eigenpairs while functions are *traced*.
-
-    ``"eigh"`` (default): one dense eigendecomposition per model. ``"iterative"``:
-    :func:`exact_top_eigenvectors`, matrix products and small ``p x p`` eigendecompositions
-    with a certified stop; only :func:`reduce_features_certified` reports whether it
-    converged, so only a caller that re-solves the models that did not (the engine) should
-    trace under it. Widths within ``EXACT_ITER_OVERSAMPLE`` of the matrix size and the
-    spectrum (which needs every eigenvalue) always use ``eigh``.
-    """
-    if solver not in EXACT_SOLVERS:
-        raise ValueError(f"exact solver: expected one of {EXACT_SOLVERS}, got {solver!r}")
-    token = _EXACT_SOLVER.set(solver)
-    try:
-        yield
-    finally:
-        _EXACT_SOLVER.reset(token)
 
 
 @contextlib.contextmanager
@@ -319,83 +290,6 @@ def _top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     )
 
 
-# Exact mode's certified iterative route (:func:`exact_top_eigenvectors`): block size beyond
-# the width, Chebyshev filter degree, round budget and the residual tolerance of its stop.
-# Measured on the synthetic width mix (n = 500, f = 32; benchmarks/exact_pca.py): with a
-# block of f + 16 and degree 3, every model reached the eigh's own residual (3-5 float32
-# epsilons of the largest eigenvalue) in 3 rounds.
-EXACT_ITER_OVERSAMPLE = 16
-EXACT_ITER_DEGREE = 3
-EXACT_ITER_ROUNDS = 6
-# Certified stop: every one of the top f Ritz pairs has ||A v - theta v|| <= this times the
-# largest Ritz value. A pair with that residual is an exact eigenpair of A + E with ||E|| of
-# the same size (a backward error), which is what a float32 eigh guarantees too: its own
-# residuals measured 3-5 eps here, so 16 eps leaves the stop a margin above the float32
-# floor of computing the residual while staying at the eigh's accuracy.
-EXACT_ITER_RTOL = 16 * float(jnp.finfo(jnp.float32).eps)
-
-
-def exact_top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Top-``width`` eigenpairs of a symmetric PSD ``a: [s, s]`` to an eigh's accuracy, without
-    a dense eigendecomposition: ``(values [width] descending, vectors [s, width], converged)``.
-
-    Chebyshev-filtered subspace iteration with Rayleigh-Ritz: a block of ``p = width +
-    EXACT_ITER_OVERSAMPLE`` columns (a fixed random start times ``a``); each round computes
-    the Ritz pairs of the block (a ``p x p`` eigh), stops when every top-``width`` residual
-    ``||a v - theta v||`` is at most ``EXACT_ITER_RTOL`` times the largest Ritz value (the
-    backward error of a float32 eigh; see there), else applies a degree
-    ``EXACT_ITER_DEGREE`` Chebyshev polynomial of ``a`` that damps ``[0, theta_p]`` (the
-    block's weakest Ritz value) and re-orthonormalises. At most ``EXACT_ITER_ROUNDS`` rounds;
-    ``converged`` (bool scalar) says whether the stop was certified. Under ``vmap`` the loop
-    runs until every model has stopped (or the budget is spent); a model that has not
-    converged must be solved again with ``eigh`` by the caller (a second program over just
-    those models: under ``vmap`` a ``lax.cond`` would run the eigh for every model).
-    """
-    s = a.shape[0]
-    p = width + EXACT_ITER_OVERSAMPLE
-    omega = jax.random.normal(jax.random.key(0), (s, p), a.dtype)
-
-    def ritz(q: jax.Array):
-        aq = matmul(a, q)
-        theta, w = jnp.linalg.eigh(matmul(q.T, aq), symmetrize_input=True)
-        theta, w = theta[::-1], w[:, ::-1]
-        v, av = matmul(q, w), matmul(aq, w)
-        res = jnp.sqrt(jnp.sum(jnp.square(av - v * theta[None, :]), axis=0))
-        ok = jnp.all(res[:width] <= EXACT_ITER_RTOL * jnp.maximum(theta[0], 0.0))
-        return v, av, theta, ok
-
-    def orthonormal(y: jax.Array) -> jax.Array:
-        # unit columns, shifted Cholesky QR passes, then one plain pass: orthonormal to
-        # float32 rounding (the shifted passes alone leave it at the shifts' level)
-        q = _orthonormal_basis(y)
-        return _cholesky_qr_passes(q, jnp.zeros(p, bool), (0.0,))[0]
-
-    def filtered(v: jax.Array, av: jax.Array, theta: jax.Array) -> jax.Array:
-        # T_m((2 a - b) / b) v on [0, b], b = theta_p, by the three-term recurrence; both
-        # terms rescaled by one number per step (the span is all that is kept)
-        b = jnp.maximum(theta[-1], 1e-6 * jnp.maximum(theta[0], 0.0))
-        b = jnp.where(b > 0, b, 1.0)
-        y0, y1 = v, (2.0 * av - b * v) / b
-        for _ in range(EXACT_ITER_DEGREE - 1):
-            y0, y1 = y1, 2.0 * (2.0 * matmul(a, y1) - b * y1) / b - y0
-            scale = jnp.max(jnp.abs(y1))
-            scale = jnp.where(scale > 0, scale, 1.0)
-            y0, y1 = y0 / scale, y1 / scale
-        return orthonormal(y1)
-
-    def cond(state):
-        rounds, ok = state[0], state[-1]
-        return (rounds < EXACT_ITER_ROUNDS) & ~ok
-
-    def body(state):
-        rounds, v, av, theta, _ = state
-        return (rounds + 1, *ritz(filtered(v, av, theta)))
-
-    state = (jnp.int32(1), *ritz(orthonormal(matmul(a, omega))))
-    _, v, _, theta, ok = lax.while_loop(cond, body, state)
-    return theta[:width], v[:, :width], ok
-
-
 def _fast_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a @ b`` at fast mode's precision (``FAST_PCA_PRECISION``)."""
     return jnp.matmul(a, b, precision=FAST_PCA_PRECISION)
@@ -490,13 +384,11 @@ def pca_many(
 
 def _pca_many(
     x: jax.Array, n_dims: Sequence[int], mask: jax.Array | None, *, spectrum: bool
-) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None, jax.Array]:
+) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None]:
     """:func:`pca_many`, and with ``spectrum`` the :class:`Spectrum` it is computed from (in
-    fast mode, an extra eigenvalue decomposition of the same matrix), and whether exact mode's
-    iterative solver certified its stop (True for every other route; see
-    :func:`exact_solver`)."""
+    fast mode, an extra eigenvalue decomposition of the same matrix)."""
     if not n_dims and not spectrum:
-        return [], None, jnp.array(True)
+        return [], None
     n, d = x.shape
     m = column_mask(x, mask)
     d_valid = jnp.sum(m).astype(jnp.int32)
@@ -509,14 +401,7 @@ def _pca_many(
     else:
         a = None  # fast mode multiplies by Xc and Xc^T instead of forming A (see below)
     spec, after = None, None
-    converged = jnp.array(True)
-    iterative = (exact and not spectrum and _EXACT_SOLVER.get() == "iterative"
-                 and widths[0] + EXACT_ITER_OVERSAMPLE < a.shape[0])  # fmt: skip
-    if iterative:
-        # the top F' pairs serve every width, as the eigh's do (ascending like eigh's)
-        top_vals, top_vecs, converged = exact_top_eigenvectors(a, widths[0])
-        vals, vecs = top_vals[::-1], top_vecs[:, ::-1]
-    elif exact or spectrum:
+    if exact or spectrum:
         vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
         spec = Spectrum(a, vals) if spectrum else None
         if not exact:
@@ -534,7 +419,7 @@ def _pca_many(
             lam, vec = _top_eigenvectors(a if after is None else sequenced(a, after), width)
         done[width] = _pca_finish(xw, lam, vec, gram_side, jnp.minimum(width, d_valid))
         after = done[width][0]
-    return [done[_pca_width(k, n, d)] for k in n_dims], spec, converged
+    return [done[_pca_width(k, n, d)] for k in n_dims], spec
 
 
 def _implicit_is_cheaper(n: int, d: int, widths: Sequence[int]) -> bool:
@@ -623,23 +508,8 @@ def reduce_features_many(
     """:func:`reduce_features` at several ``n_dims`` (static; None = pass through), in order,
     with one PCA eigendecomposition for all the widths (:func:`pca_many`); with ``spectrum``
     also the :class:`Spectrum` of the (unreduced) centred features, else None."""
-    out, spec, _ = _reduce_features_many(features, mask, n_dims, spectrum=spectrum)
-    return out, spec
-
-
-def reduce_features_certified(
-    features: jax.Array, mask: jax.Array | None, n_dims: Sequence[int | None]
-) -> tuple[list[tuple[jax.Array, jax.Array]], jax.Array]:
-    """:func:`reduce_features_many` (no spectrum) and ``converged`` (bool scalar): False when
-    exact mode's iterative solver (:func:`exact_solver`) did not certify its stop within its
-    budget; the caller then reduces this model again under ``exact_solver("eigh")``."""
-    out, _, converged = _reduce_features_many(features, mask, n_dims, spectrum=False)
-    return out, converged
-
-
-def _reduce_features_many(features, mask, n_dims, *, spectrum):
     widths = [k for k in n_dims if k is not None]
-    pcas, spec, converged = _pca_many(features, widths, mask, spectrum=spectrum)
+    pcas, spec = _pca_many(features, widths, mask, spectrum=spectrum)
     reduced = dict(zip(widths, pcas, strict=True))
     out = []
     for k in n_dims:
@@ -649,7 +519,7 @@ def _reduce_features_many(features, mask, n_dims, *, spectrum):
             out.append((jnp.where(valid[None, :], features, 0.0), valid))
         else:
             out.append(reduced[k])
-    return out, spec, converged
+    return out, spec
 
 
 def row_correlation_distance(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:

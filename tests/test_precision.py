@@ -199,21 +199,6 @@ def test_engine_feature_reduction_uses_highest_precision(mode: str) -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def test_exact_iterative_reduction_uses_highest_precision() -> None:
-    """The exact PCA's certified iterative route (the engine's default): every product of the
-    subspace iteration, its Rayleigh-Ritz steps and residuals at HIGHEST (exact mode)."""
-    offenders = []
-    for n, d in ((64, 80), (90, 40)):  # Gram side and covariance side, both > 8 + 16
-        x = _inputs(n, d, 2)
-        with numerics.exact_solver("iterative"):
-            fn = jax.vmap(lambda f, m: numerics.reduce_features_certified(f, m, (N_DIMS,)))
-            found, _ = low_precision_dots(fn, x["features"], x["feature_mask"], fast_ok=False)
-            jaxpr = str(jax.make_jaxpr(fn)(x["features"], x["feature_mask"]))
-        assert "while" in jaxpr  # the iterative route was traced, not eigh's
-        offenders += [f"[n={n} d={d}] {o}" for o in found]
-    assert not offenders, "\n".join(offenders)
-
-
 # ---------------------------------------------------------------------------------------------
 # The walker finds what it must
 

@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from parc_jax import numerics
-from parc_jax.engine._assembly import _masks, _stack_padded, remainder_size
+from parc_jax.engine._assembly import _masks, _stack_padded
 from parc_jax.engine._devices import _placement
 from parc_jax.engine._types import EngineOptions, TargetInfo, bucket_width
 from parc_jax.scorers.registry import FEATURES, META, PROBS, REFERENCE, SCORERS
@@ -38,36 +38,9 @@ def _count_trace(key: tuple, *trees: Any) -> None:
     TRACE_COUNT[(key, str(shapes))] = TRACE_COUNT.get((key, str(shapes)), 0) + 1
 
 
-# Exact PCA's route in the engine (``numerics.exact_solver``): "eigh", "iterative" (certified
-# subspace iteration; the models it does not certify are reduced again with eigh in a second
-# program over just those), or "auto": the measured faster one on the backend
-# (benchmarks/exact_pca.py): iterative on every backend. On the 2-core CPU (B = 64, n = 500,
-# widths 512-4096) PARC took 173 ms per model against eigh's 220, no model fell back, and PARC
-# moved by at most 2.4e-6 points on the synthetic pool and 5e-3 on the committed real banks
-# (no rank changed); on GPUs eigh under vmap is one solver call per model, the iterative
-# route matrix products (not yet measured there: benchmarks/targets.py times both).
-EXACT_PCA_SOLVER = "auto"
-
-
-def exact_pca_solver() -> str:
-    """The exact-PCA route the engine takes on this backend (see ``EXACT_PCA_SOLVER``)."""
-    if EXACT_PCA_SOLVER != "auto":
-        if EXACT_PCA_SOLVER not in numerics.EXACT_SOLVERS:
-            raise ValueError(
-                f"EXACT_PCA_SOLVER: expected 'auto' or one of {numerics.EXACT_SOLVERS}, got "
-                f"{EXACT_PCA_SOLVER!r}"
-            )
-        return EXACT_PCA_SOLVER
-    return "iterative"
-
-
-def _reduction_fn(
-    dims: tuple[int | None, ...], pca: str, spectrum: bool = False, solver: str = "eigh"
-) -> Callable:
+def _reduction_fn(dims: tuple[int | None, ...], pca: str, spectrum: bool = False) -> Callable:
     """``jit(vmap(features, mask -> ([(reduced, valid) per n_dims], spectrum or None)))``,
-    cached per (dims, pca, spectrum, solver). With ``solver="iterative"`` (exact mode, no
-    spectrum) a third output ``converged: bool [B]`` says which models the iterative solver
-    certified (:func:`numerics.reduce_features_certified`).
+    cached per (dims, pca, spectrum).
 
     The scorers that reduce all start with ``numerics.reduce_features``; the engine does that
     step once per chunk and hands every scorer the reduction at its ``n_dims`` (one
@@ -75,24 +48,21 @@ def _reduction_fn(
     and ``n_dims=None`` computes exactly what it computes from the raw ones. With ``spectrum``
     the centred features' ``numerics.Spectrum`` (the PCA's own Gram and eigenvalues) comes
     too, for the scorers that take it (TransRate's global term)."""
-    iterative = solver == "iterative" and pca == "exact" and not spectrum
-    key = ("reduce", dims, pca, spectrum) + (("iterative",) if iterative else ())
+    key = ("reduce", dims, pca, spectrum)
     if key in _COMPILED:
         return _COMPILED[key]
 
     def one_model(features: jax.Array, mask: jax.Array):
         _count_trace(key, features, mask)
         # float16 banks are upcast on the device
-        features = features.astype(jnp.float32)
-        if iterative:
-            outs, converged = numerics.reduce_features_certified(features, mask, dims)
-            return outs, None, converged
-        return numerics.reduce_features_many(features, mask, dims, spectrum=spectrum)
+        return numerics.reduce_features_many(
+            features.astype(jnp.float32), mask, dims, spectrum=spectrum
+        )
 
     batched = jax.vmap(one_model)
 
     def run(features, mask):
-        with numerics.pca_mode(pca), numerics.exact_solver("iterative" if iterative else "eigh"):
+        with numerics.pca_mode(pca):
             return batched(features, mask)
 
     _COMPILED[key] = fn = jax.jit(run)
@@ -254,16 +224,9 @@ class ChunkScorer:
         self.widths = _shared_dims(options)
         # methods given the spectrum of the unreduced features, made by the shared PCA
         self.spectral = {m for m in options.methods if SCORERS[m].spectrum and dims[m] is None}
-        self.reduce = self.fallback = None
-        # exact PCA by the certified iterative route, its uncertified models by eigh
-        self.iterative = (options.pca == "exact" and not self.spectral and bool(self.widths)
-                          and exact_pca_solver() == "iterative")  # fmt: skip
+        self.reduce = None
         if self.widths or self.spectral:
-            solver = "iterative" if self.iterative else "eigh"
-            self.reduce = _reduction_fn(self.widths, options.pca, bool(self.spectral), solver)
-        if self.iterative:
-            self.fallback = _reduction_fn(self.widths, options.pca)
-        self.fallback_models = 0  # models the eigh pass has re-solved (a count for benchmarks)
+            self.reduce = _reduction_fn(self.widths, options.pca, bool(self.spectral))
         block = None
         if any(SCORERS[m].class_block for m in options.methods) and np.ndim(self.labels) == 1:
             block = class_block_size(np.asarray(self.labels), k)
@@ -324,7 +287,7 @@ class ChunkScorer:
         reduced, spectrum = {}, None
         if self.reduce is not None:
             exe = self._reduce_exe(x, report, starting)
-            outs, spectrum = _abstract(exe.out_info, exe.output_shardings)[:2]
+            outs, spectrum = _abstract(exe.out_info, exe.output_shardings)
             reduced = dict(zip(self.widths, outs, strict=True))
         for m, fn in self.fns.items():
             args = self._method_args(m, x, reduced, spectrum)
@@ -344,9 +307,7 @@ class ChunkScorer:
 
         reduced, spectrum = {}, None
         if self.reduce is not None:
-            outs, spectrum, *converged = self._reduce_exe(x)(x["features"], x["feature_mask"])
-            if converged:
-                outs = self._resolve_unconverged(x, outs, converged[0])
+            outs, spectrum = self._reduce_exe(x)(x["features"], x["feature_mask"])
             reduced = dict(zip(self.widths, outs, strict=True))
             done("pca", (outs, spectrum))
         out = {}
@@ -355,26 +316,6 @@ class ChunkScorer:
             out[m] = self._executable(m, fn, args, None)(*args)
             done(m, out[m])
         return out
-
-    def _resolve_unconverged(self, x: Mapping[str, Any], outs: Any, converged: Any) -> Any:
-        """``outs`` with the models the iterative PCA did not certify reduced again by eigh:
-        their indices come to the host (this waits for the PCA program), then one program
-        reduces just those models, padded to a power of two (:func:`remainder_size`: one
-        compile per size), and their rows are written over the iterative ones."""
-        bad = np.flatnonzero(~np.asarray(converged))
-        if bad.size == 0:
-            return outs
-        self.fallback_models += int(bad.size)
-        index = np.resize(bad, remainder_size(bad.size, len(converged)))
-        args = (x["features"][index], x["feature_mask"][index])
-        fixed, _ = self._executable("pca (eigh)", self.fallback, args, None)(*args)
-        return _overwrite_rows(outs, fixed, jnp.asarray(index, jnp.int32))
-
-
-@jax.jit
-def _overwrite_rows(outs: Any, fixed: Any, index: jax.Array) -> Any:
-    """``outs`` with rows ``index`` replaced by ``fixed`` (trees of ``[B, ...]`` / ``[b, ...]``)."""
-    return jax.tree_util.tree_map(lambda o, f: o.at[index].set(f), outs, fixed)
 
 
 def chunk_scorer(

@@ -111,11 +111,7 @@ def score_stream(
             for m in group
         )  # fmt: skip
         in_flight.append((len(group), outs, arrays, what))
-        # Keep one chunk in flight while the next is prepared: the next chunk's device_put
-        # (float16 features stay float16 until the device) is issued only after the one
-        # before this has come back, so it overlaps this chunk's compute and at most two
-        # chunks' arrays are on the device (tests/test_engine.py checks both).
-        if len(in_flight) > 1:
+        if len(in_flight) > 1:  # keep one chunk in flight while the next is prepared
             collect(in_flight.pop(0))
     for entry in in_flight:
         collect(entry)
