@@ -97,10 +97,36 @@ def _ncti_parts(features, labels, num_classes, n_dims, feature_mask):
     seli = jnp.sum(jnp.sqrt(jnp.maximum(sv2, 0.0)))
     log_p = lda_log_probs(x, means, eig, s, counts)
     ncc = true_class_mean(log_p, onehot)
-    p = jnp.exp(log_p)
-    per_class = jnp.einsum("nc,ni,nj->cij", onehot, p, p, precision=jax.lax.Precision.HIGHEST)
-    nuc = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(per_class), 0.0)))
+    nuc = _class_nuclear_norms(jnp.exp(log_p), onehot, counts)
     return seli, ncc, -jnp.log(nuc)
+
+
+def _class_nuclear_norms(p: jax.Array, onehot: jax.Array, counts: jax.Array) -> jax.Array:
+    """``sum_c ||P_c||_*`` for ``p: [n, K]`` (rows of the probe images), ``P_c`` the rows of
+    class ``c`` (``onehot: [n, K]``, ``counts: [K]``).
+
+    Each ``||P_c||_*`` is the sum of the square roots of the eigenvalues of ``P_c^T P_c``
+    (``K x K``) or, equally, of ``P_c P_c^T`` (``n_c x n_c``). Which side is computed is chosen
+    from the static shapes, by cost: ``K`` eigen-decompositions of ``K x K`` (``~K^4``), or one
+    of the ``n x n`` Gram ``P P^T`` restricted to same-class pairs (``~n^3``), whose eigenvalues
+    are those of every ``P_c P_c^T`` together (it is block-diagonal up to a permutation of the
+    rows). With many classes and few images per class (``K = 100``, ``n = 200``) the Gram side
+    is ~10x cheaper. ``P_c`` has rank at most ``min(n_c, classes present)`` (the columns of
+    absent classes are 0), so the smallest eigenvalues beyond that bound are zero by
+    construction and are set so, rather than left at float32 rounding noise, whose square roots
+    (``~sqrt(eps)``) would otherwise add up over many eigenvalues.
+    """
+    n, k = p.shape
+    rank = jnp.minimum(counts, jnp.sum(counts > 0))  # [K] rank bound of each P_c
+    if n**3 <= k**4:
+        same = numerics.matmul(onehot, onehot.T)  # [n, n], 1 for pairs of one class
+        ev = jnp.linalg.eigvalsh(numerics.matmul(p, p.T) * same)  # [n] ascending
+        zero = jnp.arange(n) < n - jnp.sum(rank)
+    else:
+        per_class = jnp.einsum("nc,ni,nj->cij", onehot, p, p, precision=jax.lax.Precision.HIGHEST)
+        ev = jnp.linalg.eigvalsh(per_class)  # [K, K] ascending per class
+        zero = jnp.arange(k)[None, :] < (k - rank)[:, None]
+    return jnp.sum(jnp.sqrt(jnp.where(zero, 0.0, jnp.maximum(ev, 0.0))))
 
 
 def ncti_seli_core(
