@@ -197,6 +197,23 @@ def test_ncti_vc_many_classes_matches_reference():
     assert _close(got, want, 2e-3, 1e-4), (got, want)
 
 
+def test_ncti_vc_confident_posteriors_stay_finite():
+    """A model of the shipped example bank whose LDA posteriors are confident enough to put
+    class Gram entries at float32's smallest normal numbers next to entries ~n_c: LAPACK's
+    float32 eigh returned NaN there until the matrices were scaled and tiny entries flushed."""
+    from pathlib import Path
+
+    from parc_jax.bank import read_bank
+
+    bank = read_bank(Path(__file__).resolve().parents[1] / "parc_jax/data/example_bank.msgpack")
+    model = next(m for m in bank.models if m.name == "resnet26/usps")
+    x, y = np.asarray(model.features, np.float32), bank.target.labels
+    got = float(ncti_vc(x, y, num_classes=bank.target.num_classes))
+    want = ref.ncti_parts(x.astype(np.float64), y, num_classes=bank.target.num_classes,
+                          n_dims=64)[2]  # fmt: skip
+    assert _close(got, want, 2e-3, 1e-4), (got, want)
+
+
 def test_sfda_pins_the_released_double_softmax():
     """TencentARC/SFDA metrics.py ``SFDA_Score`` mixes with ``softmax(predict_proba(X))``
     (a second softmax over probabilities); ours mixes with the posterior itself (the paper).

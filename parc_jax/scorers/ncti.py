@@ -115,18 +115,37 @@ def _class_nuclear_norms(p: jax.Array, onehot: jax.Array, counts: jax.Array) -> 
     absent classes are 0), so the smallest eigenvalues beyond that bound are zero by
     construction and are set so, rather than left at float32 rounding noise, whose square roots
     (``~sqrt(eps)``) would otherwise add up over many eigenvalues.
+
+    Each matrix is scaled by its trace and entries below ``_FLUSH`` of it are set to 0 before
+    ``eigh``: confident posteriors put entries at the edge of float32's normal range
+    (``~1e-38``) next to entries ``~n_c``, and LAPACK's float32 ``syevd`` returned NaN for
+    every eigenvalue of such a matrix (a model of the shipped example bank). The change to
+    any eigenvalue is at most ``K * _FLUSH`` of the trace, far below float32 rounding.
     """
     n, k = p.shape
     rank = jnp.minimum(counts, jnp.sum(counts > 0))  # [K] rank bound of each P_c
     if n**3 <= k**4:
         same = numerics.matmul(onehot, onehot.T)  # [n, n], 1 for pairs of one class
-        ev = jnp.linalg.eigvalsh(numerics.matmul(p, p.T) * same)  # [n] ascending
+        ev = _scaled_eigvalsh(numerics.matmul(p, p.T) * same)  # [n] ascending
         zero = jnp.arange(n) < n - jnp.sum(rank)
     else:
         per_class = jnp.einsum("nc,ni,nj->cij", onehot, p, p, precision=jax.lax.Precision.HIGHEST)
-        ev = jnp.linalg.eigvalsh(per_class)  # [K, K] ascending per class
+        ev = _scaled_eigvalsh(per_class)  # [K, K] ascending per class
         zero = jnp.arange(k)[None, :] < (k - rank)[:, None]
     return jnp.sum(jnp.sqrt(jnp.where(zero, 0.0, jnp.maximum(ev, 0.0))))
+
+
+#: Entries of a Gram matrix below this fraction of its trace are set to 0 before ``eigh``.
+_FLUSH = 1e-15
+
+
+def _scaled_eigvalsh(a: jax.Array) -> jax.Array:
+    """Eigenvalues (ascending) of PSD ``a: [..., m, m]``, computed on ``a / trace`` with the
+    entries below ``_FLUSH`` set to 0 (see :func:`_class_nuclear_norms`)."""
+    trace = jnp.trace(a, axis1=-2, axis2=-1)[..., None, None]
+    scale = jnp.where(trace > 0, trace, 1.0)
+    a = a / scale
+    return jnp.linalg.eigvalsh(jnp.where(jnp.abs(a) < _FLUSH, 0.0, a)) * scale[..., 0]
 
 
 def ncti_seli_core(
