@@ -43,13 +43,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _scorer_help() -> str:
-    from parc_jax.scorers.registry import SCORERS
+    from parc_jax.scorers.registry import BANK_LEVEL, BANK_LEVEL_DESCRIPTIONS, SCORERS
 
     width = max(len(n) for n in SCORERS)
     lines = ["scorers (higher = predicted to transfer better):"]
     for name, spec in SCORERS.items():
         dims = f" [default n_dims {spec.default_dims}]" if spec.default_dims else ""
         lines.append(f"  {name:<{width}}  {spec.description}{dims}")
+    lines.append("bank-level scores (depend on which models are scored together):")
+    for name, (parts, _) in BANK_LEVEL.items():
+        lines.append(f"  {name:<{width}}  {BANK_LEVEL_DESCRIPTIONS[name]}; from {', '.join(parts)}")
     return "\n".join(lines)
 
 
@@ -408,9 +411,9 @@ def _check_sort_by(sort_by: str, methods: list[str] | str, depth_prior: bool) ->
     """Before scoring: ``sort_by`` must name a scorer that will be run (with ``all``, whether
     the bank supports it is known only after reading it; that is checked afterwards)."""
     from parc_jax.api import PRIOR_SUFFIX
-    from parc_jax.scorers.registry import SCORERS
+    from parc_jax.scorers.registry import BANK_LEVEL, SCORERS
 
-    base = list(SCORERS) if methods == "all" else methods
+    base = [*SCORERS, *BANK_LEVEL] if methods == "all" else methods
     names = base + ([m + PRIOR_SUFFIX for m in base] if depth_prior else [])
     if sort_by not in names:
         raise _ArgumentError(

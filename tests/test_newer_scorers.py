@@ -166,6 +166,54 @@ def test_ncti_bank_level_step():
     assert ncti_combine([1.0], [0.5], [-1.0]).tolist() == [0.0]
 
 
+def test_ncti_class_nuclear_norms_both_sides():
+    """The summed per-class nuclear norms are the same from the ``K x K`` side and from the
+    same-class ``n x n`` Gram (each side chosen by shape), against NumPy's SVD, with an
+    absent class, one-row classes and classes with more rows than columns."""
+    from parc_jax.scorers.ncti import _class_nuclear_norms
+
+    rng = np.random.default_rng(5)
+    for n, k in ((14, 8), (40, 3)):  # n^3 <= k^4 (Gram side), n^3 > k^4 (K x K side)
+        y = np.concatenate(
+            [[0], np.repeat(np.arange(1, k - 1), 2), rng.integers(1, k - 1, n - 2 * k + 3)]
+        )
+        p = scipy.special.softmax(rng.normal(size=(n, k)) * 2.0, axis=1)
+        p[:, k - 1] = 0.0  # class k - 1 is absent: its posterior column is 0
+        p /= p.sum(axis=1, keepdims=True)
+        onehot = np.eye(k)[y]
+        got = float(_class_nuclear_norms(jnp.asarray(p, jnp.float32),
+                                         jnp.asarray(onehot, jnp.float32),
+                                         jnp.asarray(onehot.sum(axis=0), jnp.float32)))  # fmt: skip
+        want = sum(np.linalg.norm(p[y == c], ord="nuc") for c in range(k) if np.any(y == c))
+        assert _close(got, want, 1e-5, 1e-6), (n, k, got, want)
+
+
+def test_ncti_vc_many_classes_matches_reference():
+    """Two images per class and more classes than PCA components' worth of rows: the Gram
+    side of the per-class nuclear norms, through the public scorer."""
+    x, y, k = _case(24, 16, 12, 4, sep=1.5)
+    got = float(ncti_vc(x, y, num_classes=k))
+    want = ref.ncti_parts(x.astype(np.float64), y, num_classes=k, n_dims=64)[2]
+    assert _close(got, want, 2e-3, 1e-4), (got, want)
+
+
+def test_ncti_vc_confident_posteriors_stay_finite():
+    """A model of the shipped example bank whose LDA posteriors are confident enough to put
+    class Gram entries at float32's smallest normal numbers next to entries ~n_c: LAPACK's
+    float32 eigh returned NaN there until the matrices were scaled and tiny entries flushed."""
+    from pathlib import Path
+
+    from parc_jax.bank import read_bank
+
+    bank = read_bank(Path(__file__).resolve().parents[1] / "parc_jax/data/example_bank.msgpack")
+    model = next(m for m in bank.models if m.name == "resnet26/usps")
+    x, y = np.asarray(model.features, np.float32), bank.target.labels
+    got = float(ncti_vc(x, y, num_classes=bank.target.num_classes))
+    want = ref.ncti_parts(x.astype(np.float64), y, num_classes=bank.target.num_classes,
+                          n_dims=64)[2]  # fmt: skip
+    assert _close(got, want, 2e-3, 1e-4), (got, want)
+
+
 def test_sfda_pins_the_released_double_softmax():
     """TencentARC/SFDA metrics.py ``SFDA_Score`` mixes with ``softmax(predict_proba(X))``
     (a second softmax over probabilities); ours mixes with the posterior itself (the paper).

@@ -14,8 +14,10 @@ from parc_jax.bank._reader import open_bank
 
 _SINGLE_LABEL_FEATURE_SCORERS = (
     "parc", "hscore", "hscore_shrink", "logme", "transrate", "gbc", "gbc_spherical", "knn",
-    "logistic",
+    "logistic", "sfda", "nleep", "pactran_gauss", "ncti", "etran", "lfc",
 )  # fmt: skip
+# Scorers of a single-label target that read the models' source probabilities.
+_PROBS_SCORERS = ("leep", "nce", "pactran_dir", "pactran_gamma")
 _MULTILABEL_FEATURE_SCORERS = ("parc", "knn")
 _REGRESSION_FEATURE_SCORERS = ("logme", "knn")
 
@@ -92,9 +94,9 @@ def _classification_scorers(
     if t.multilabel:
         notes.append("multi-label target: only parc, rsa, dds and knn apply")
     elif fields["probs"]:
-        scorers["leep"] = scorers["nce"] = fields["probs"]
+        scorers.update(dict.fromkeys(_PROBS_SCORERS, fields["probs"]))
     else:
-        notes.append("no probs: leep and nce unavailable")
+        notes.append(f"no probs: {', '.join(_PROBS_SCORERS)} unavailable")
     if covered:
         scorers["rsa"] = scorers["dds"] = covered
     else:

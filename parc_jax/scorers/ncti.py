@@ -97,10 +97,55 @@ def _ncti_parts(features, labels, num_classes, n_dims, feature_mask):
     seli = jnp.sum(jnp.sqrt(jnp.maximum(sv2, 0.0)))
     log_p = lda_log_probs(x, means, eig, s, counts)
     ncc = true_class_mean(log_p, onehot)
-    p = jnp.exp(log_p)
-    per_class = jnp.einsum("nc,ni,nj->cij", onehot, p, p, precision=jax.lax.Precision.HIGHEST)
-    nuc = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(per_class), 0.0)))
+    nuc = _class_nuclear_norms(jnp.exp(log_p), onehot, counts)
     return seli, ncc, -jnp.log(nuc)
+
+
+def _class_nuclear_norms(p: jax.Array, onehot: jax.Array, counts: jax.Array) -> jax.Array:
+    """``sum_c ||P_c||_*`` for ``p: [n, K]`` (rows of the probe images), ``P_c`` the rows of
+    class ``c`` (``onehot: [n, K]``, ``counts: [K]``).
+
+    Each ``||P_c||_*`` is the sum of the square roots of the eigenvalues of ``P_c^T P_c``
+    (``K x K``) or, equally, of ``P_c P_c^T`` (``n_c x n_c``). Which side is computed is chosen
+    from the static shapes, by cost: ``K`` eigen-decompositions of ``K x K`` (``~K^4``), or one
+    of the ``n x n`` Gram ``P P^T`` restricted to same-class pairs (``~n^3``), whose eigenvalues
+    are those of every ``P_c P_c^T`` together (it is block-diagonal up to a permutation of the
+    rows). With many classes and few images per class (``K = 100``, ``n = 200``) the Gram side
+    is ~10x cheaper. ``P_c`` has rank at most ``min(n_c, classes present)`` (the columns of
+    absent classes are 0), so the smallest eigenvalues beyond that bound are zero by
+    construction and are set so, rather than left at float32 rounding noise, whose square roots
+    (``~sqrt(eps)``) would otherwise add up over many eigenvalues.
+
+    Each matrix is scaled by its trace and entries below ``_FLUSH`` of it are set to 0 before
+    ``eigh``: confident posteriors put entries at the edge of float32's normal range
+    (``~1e-38``) next to entries ``~n_c``, and LAPACK's float32 ``syevd`` returned NaN for
+    every eigenvalue of such a matrix (a model of the shipped example bank). The change to
+    any eigenvalue is at most ``K * _FLUSH`` of the trace, far below float32 rounding.
+    """
+    n, k = p.shape
+    rank = jnp.minimum(counts, jnp.sum(counts > 0))  # [K] rank bound of each P_c
+    if n**3 <= k**4:
+        same = numerics.matmul(onehot, onehot.T)  # [n, n], 1 for pairs of one class
+        ev = _scaled_eigvalsh(numerics.matmul(p, p.T) * same)  # [n] ascending
+        zero = jnp.arange(n) < n - jnp.sum(rank)
+    else:
+        per_class = jnp.einsum("nc,ni,nj->cij", onehot, p, p, precision=jax.lax.Precision.HIGHEST)
+        ev = _scaled_eigvalsh(per_class)  # [K, K] ascending per class
+        zero = jnp.arange(k)[None, :] < (k - rank)[:, None]
+    return jnp.sum(jnp.sqrt(jnp.where(zero, 0.0, jnp.maximum(ev, 0.0))))
+
+
+#: Entries of a Gram matrix below this fraction of its trace are set to 0 before ``eigh``.
+_FLUSH = 1e-15
+
+
+def _scaled_eigvalsh(a: jax.Array) -> jax.Array:
+    """Eigenvalues (ascending) of PSD ``a: [..., m, m]``, computed on ``a / trace`` with the
+    entries below ``_FLUSH`` set to 0 (see :func:`_class_nuclear_norms`)."""
+    trace = jnp.trace(a, axis1=-2, axis2=-1)[..., None, None]
+    scale = jnp.where(trace > 0, trace, 1.0)
+    a = a / scale
+    return jnp.linalg.eigvalsh(jnp.where(jnp.abs(a) < _FLUSH, 0.0, a)) * scale[..., 0]
 
 
 def ncti_seli_core(

@@ -58,7 +58,16 @@ from parc_jax.scorers.probability import leep, leep_core, nce, nce_core
 from parc_jax.scorers.sfda import SFDA_N_DIMS, sfda, sfda_core
 from parc_jax.scorers.transrate import TRANSRATE_N_DIMS, transrate, transrate_core
 
-__all__ = ["BANK_LEVEL", "META", "PROBS", "REFERENCE", "SCORERS", "FEATURES", "ScorerSpec"]
+__all__ = [
+    "BANK_LEVEL",
+    "BANK_LEVEL_DESCRIPTIONS",
+    "META",
+    "PROBS",
+    "REFERENCE",
+    "SCORERS",
+    "FEATURES",
+    "ScorerSpec",
+]
 
 # What a method reads from a bank. "labels" is implied for every method with min_per_class >= 0
 # and uses_labels; "meta" means depth / source_images / num_images.
@@ -291,4 +300,9 @@ SCORERS: dict[str, ScorerSpec] = {
 # once every model's parts are in. NCTI is the one such score (docs/metrics.md).
 BANK_LEVEL: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
     "ncti": (NCTI_PARTS, ncti_combine),
+}
+#: One line per bank-level score for listings (CLI help, README).
+BANK_LEVEL_DESCRIPTIONS: dict[str, str] = {
+    "ncti": "NCTI (Wang et al. 2023): min-max normalised parts summed over the models scored "
+    "together",
 }
