@@ -360,7 +360,7 @@ def test_eight_cpu_devices_finish_and_equal_one_device():
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert doc.pop("device").startswith("8 x cpu")
-    assert set(doc) == set(SCORERS), sorted(doc)
+    assert set(doc) == set(SCORERS) | set(BANK_LEVEL), sorted(doc)
     for m, (many, one) in doc.items():
         np.testing.assert_array_equal(many, one, err_msg=m)
 
@@ -471,7 +471,7 @@ def _methods_run(monkeypatch, bank, **kwargs) -> tuple[list[str], dict[str, str]
     monkeypatch.setattr(api, "score_stream", stop)
     with pytest.raises(_Resolved) as info:
         score_bank(bank, progress=False, **kwargs)
-    assert list(info.value.args[0]) == seen["out"][0]
+    assert list(info.value.args[0]) == list(api.engine_methods(seen["out"][0]))
     return seen["out"]
 
 
@@ -581,7 +581,9 @@ def test_methods_all_is_decided_from_every_model(monkeypatch, order):
     b = _partial_bank(probs_on=(0, 1), depth_on=(0, 1, 2), refs=("a",))
     b = Bank(b.target, [b.models[i] for i in order])
     run, skipped = _methods_run(monkeypatch, b, methods="all")
-    assert {"leep", "nce", "rsa", "dds", "heuristic"} == set(skipped)
+    assert {"leep", "nce", "pactran_dir", "pactran_gamma", "rsa", "dds", "heuristic"} == set(
+        skipped
+    )
     assert "parc" in run and "knn" in run
     assert skipped["leep"].startswith("2 of 4 models have no probs")
     assert skipped["rsa"].startswith("2 of 4 models have no reference_features")
