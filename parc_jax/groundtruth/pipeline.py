@@ -390,17 +390,24 @@ def _record_grid(run_dir: Path, arch: str, source: str, target: str, res) -> Non
         )  # fmt: skip
 
 
+def _pending_targets(preset, run_dir, kind, *, progress):
+    """``(architecture, target, model path)`` of every per-target model of ``kind``
+    (``scratch`` or ``references``: ``<kind>/<arch>/<target>.msgpack`` and a row of
+    ``<kind>.csv``) not yet finished, with a progress bar over all of them."""
+    done = {(r["architecture"], r["target"]) for r in read_csv(run_dir / f"{kind}.csv")}
+    jobs = [(a, t) for t in preset.targets for a in preset.architectures]
+    for arch, target in tqdm(jobs, desc=f"{kind} [{preset.name}]", disable=not progress):
+        out = run_dir / kind / arch / f"{target}.msgpack"
+        if (arch, target) not in done or not out.is_file():
+            yield arch, target, out
+
+
 def _run_scratch(preset, run_dir, *, grid, progress, data_dir):
     from parc_jax.groundtruth.zoo import make_model
 
     data = stage_datasets(preset, preset.targets, role="target", data_dir=data_dir)
     scratch_csv = run_dir / "scratch.csv"
-    done = {(r["architecture"], r["target"]) for r in read_csv(scratch_csv)}
-    jobs = [(a, t) for t in preset.targets for a in preset.architectures]
-    for arch, target in tqdm(jobs, desc=f"scratch [{preset.name}]", disable=not progress):
-        out = run_dir / "scratch" / arch / f"{target}.msgpack"
-        if (arch, target) in done and out.is_file():
-            continue
+    for arch, target, out in _pending_targets(preset, run_dir, "scratch", progress=progress):
         ds = data[target]
         model = make_model(arch, num_classes=preset.head_width, width=preset.width)
         variables = init_variables(
@@ -445,12 +452,7 @@ def _run_references(preset, run_dir, *, grid, progress, data_dir):
         if r["source"] == SCRATCH_SOURCE
     }
     ref_csv = run_dir / "references.csv"
-    done = {(r["architecture"], r["target"]) for r in read_csv(ref_csv)}
-    jobs = [(a, t) for t in preset.targets for a in preset.architectures]
-    for arch, target in tqdm(jobs, desc=f"references [{preset.name}]", disable=not progress):
-        out = run_dir / "references" / arch / f"{target}.msgpack"
-        if (arch, target) in done and out.is_file():
-            continue
+    for arch, target, out in _pending_targets(preset, run_dir, "references", progress=progress):
         ds = data[target]
         lr = float(scratch[(arch, target)]["lr"])
         base, _, _ = preset.scratch.plan(len(ds.train))
