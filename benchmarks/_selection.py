@@ -23,6 +23,7 @@ from parc_jax.api import PRIOR_SUFFIX, score_bank
 from parc_jax.bank import Bank, read_bank
 from parc_jax.combine import design, loto_predictions
 from parc_jax.evaluation import METRICS, MODES, Summary, evaluate, rows_from_result
+from parc_jax.scorers.registry import BANK_LEVEL, SCORERS
 
 __all__ = [
     "default_banks",
@@ -721,6 +722,14 @@ def interval_report(
             out.append(
                 f"`{learned}` vs the best single scorer (`{best_single}`): {_ci(d)}, {verdict} it."
             )
+    rec_best = recommend_candidates(record)
+    if rec_best is not None and ZMEAN in pc.estimate:
+        record["zmean_vs"] = {rec_best: iv_dict(pc.difference(ZMEAN, rec_best))}
+    record["recommended"] = recommend(record)
+    out.append(
+        f"Default sort this evidence supports: `{record['recommended']['sort_by']}` "
+        f"({record['recommended']['rule']})."
+    )
     # per target
     out += [
         "",
@@ -770,11 +779,53 @@ def interval_report(
     return "\n".join(out) + "\n", record
 
 
-#: Single scorers (not baselines or combinations), for "the best single scorer".
-SINGLE_SCORERS = (
-    "parc", "rsa", "logistic", "knn", "hscore", "heuristic", "leep", "nce", "dds",
-    "hscore_shrink", "logme", "transrate", "gbc", "gbc_spherical",
-)  # fmt: skip
+#: Single scorers (not baselines or combinations), for "the best single scorer": every
+#: registered scorer, the bank-level ones included.
+SINGLE_SCORERS = (*SCORERS, *BANK_LEVEL)
+
+
+def recommend_candidates(record: Mapping[str, Any]) -> str | None:
+    """The single scorer (no depth prior) with the largest Mean PC among those whose Mean PC
+    interval lies above zero, or None."""
+    methods = record["methods"]
+    above = [m for m in SINGLE_SCORERS if m in methods and methods[m]["mean_pc"]["low"] > 0]
+    return max(above, key=lambda m: methods[m]["mean_pc"]["estimate"]) if above else None
+
+
+def recommend(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The default sort this evidence supports, by a rule fixed before the results:
+
+    1. ``learned`` if its paired interval against source accuracy alone lies above zero (the
+       condition for shipping it);
+    2. else, among single scorers without the depth prior (the CLI's default scores without
+       it), the largest Mean PC of those whose Mean PC interval lies above zero - replaced by
+       ``zmean`` only if ``zmean`` beats it with a paired interval above zero;
+    3. else (no scorer's interval lies above zero) ``parc``, the paper's scorer, with the
+       reason stated.
+
+    ``record``: :func:`interval_report`'s record, with ``zmean_vs`` filled in by it. Returns
+    ``{"sort_by", "rule", "learned_ships"}``.
+    """
+    methods = record["methods"]
+    learned = methods.get("learned", {}).get("vs_source_accuracy")
+    ships = bool(learned and learned["low"] > 0)
+    if ships:
+        return {"sort_by": "learned", "learned_ships": True,
+                "rule": "learned beats source accuracy alone (paired interval above zero)"}  # fmt: skip
+    best = recommend_candidates(record)
+    if best is None:
+        return {"sort_by": "parc", "learned_ships": False,
+                "rule": "no single scorer's Mean PC interval lies above zero; the paper's "
+                        "scorer is kept"}  # fmt: skip
+    z = record.get("zmean_vs", {}).get(best)
+    if z is not None and z["low"] > 0:
+        return {"sort_by": ZMEAN, "learned_ships": False,
+                "rule": f"zmean beats {best}, the best single scorer with a Mean PC interval "
+                        "above zero (paired interval above zero)"}  # fmt: skip
+    return {"sort_by": best, "learned_ships": False,
+            "rule": f"{best}: the largest Mean PC among the single scorers (no depth prior) "
+                    "whose Mean PC interval lies above zero; learned is not shown better than "
+                    "source accuracy alone"}  # fmt: skip
 
 
 def plot_intervals(record: Mapping[str, Any], path: str | Path, *, title: str) -> None:

@@ -3,6 +3,7 @@ the leave-one-target-out predictor (parc_jax.combine)."""
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import scipy.stats as st
 from parc_jax import combine
 from parc_jax import evaluation as ev
 from parc_jax.api import ScoreResult
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cases(rng, ties):
@@ -452,3 +455,39 @@ def test_baselines_and_training_free_combination():
     got = {r["source"]: r["score"] for r in z if r["target"] == "t0"}
     want = (u - u.mean()) / u.std(ddof=1)
     assert [got[r["source"]] for r in t0] == pytest.approx(want.tolist())
+
+
+def _record(**mean_pc):
+    def iv(est, low, high):
+        return {"estimate": est, "low": low, "high": high}
+
+    return {"methods": {m: {"mean_pc": iv(*v), "vs_source_accuracy": iv(0, -1, 1)}
+                        for m, v in mean_pc.items()}}  # fmt: skip
+
+
+def test_recommended_default_sort_follows_the_stated_rule():
+    from _selection import recommend
+
+    # the largest Mean PC among single scorers whose interval lies above zero; +l and
+    # baselines are not candidates, nor a larger estimate whose interval crosses zero
+    rec = _record(parc=(30, -5, 60), gbc=(20, 2, 40), leep=(15, 1, 30),
+                  **{"gbc+l": (25, 5, 45), "source_accuracy": (40, 20, 60)})  # fmt: skip
+    assert recommend(rec)["sort_by"] == "gbc" and not recommend(rec)["learned_ships"]
+    # zmean takes over only when its paired interval against that scorer lies above zero
+    rec["zmean_vs"] = {"gbc": {"estimate": 5, "low": -1, "high": 9}}
+    assert recommend(rec)["sort_by"] == "gbc"
+    rec["zmean_vs"] = {"gbc": {"estimate": 5, "low": 1, "high": 9}}
+    assert recommend(rec)["sort_by"] == "zmean"
+    # learned ships (and sorts) only when it beats source accuracy alone
+    rec["methods"]["learned"] = {"vs_source_accuracy": {"estimate": 8, "low": 0.3, "high": 15}}
+    assert recommend(rec) == dict(recommend(rec), sort_by="learned", learned_ships=True)
+    assert recommend(_record(parc=(10, -5, 20), knn=(5, -1, 9)))["sort_by"] == "parc"
+
+
+def test_cli_default_sort_is_the_committed_evidence():
+    import json
+
+    from parc_jax.defaults import SORT_BY
+
+    record = json.loads((ROOT / "benchmarks/results/selection_intervals.json").read_text())
+    assert record["all"]["recommended"]["sort_by"] == SORT_BY

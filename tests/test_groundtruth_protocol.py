@@ -15,7 +15,12 @@ pytest.importorskip("flax")
 from parc_jax.groundtruth import pipeline, report  # noqa: E402
 from parc_jax.groundtruth.data import Dataset, Split, concat_datasets  # noqa: E402
 from parc_jax.groundtruth.presets import get_preset, with_overrides  # noqa: E402
-from parc_jax.groundtruth.train import majority_rate, next_learning_rate  # noqa: E402
+from parc_jax.groundtruth.train import (  # noqa: E402
+    class_weights,
+    majority_rate,
+    mean_class_accuracy,
+    next_learning_rate,
+)
 
 BASE = (0.01, 0.03, 0.1)
 
@@ -54,6 +59,28 @@ def test_grid_stops_when_best_is_interior_and_skips_failed_rates():
 
 def test_majority_rate():
     assert majority_rate(np.array([0, 0, 0, 1])) == 75.0
+
+
+def test_class_weights_make_every_class_weigh_the_same():
+    labels = np.array([0] * 6 + [1] * 2 + [3] * 4)  # class 2 absent
+    w = class_weights(labels, 5, balanced=True)
+    np.testing.assert_allclose(w, [12 / 18, 12 / 6, 0.0, 12 / 12, 0.0], rtol=1e-6)
+    per_class = np.bincount(labels, minlength=5) * w
+    np.testing.assert_allclose(per_class[[0, 1, 3]], 4.0, rtol=1e-6)  # n / K each
+    np.testing.assert_allclose(w[labels].mean(), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(class_weights(np.repeat([0, 1, 2], 3), 4, balanced=True)[:3], 1)
+    np.testing.assert_array_equal(class_weights(labels, 5, balanced=False), np.ones(5))
+
+
+def test_mean_class_accuracy_scores_a_constant_predictor_at_one_over_k():
+    labels = np.array([1] * 88 + [0] * 12)
+    assert mean_class_accuracy(np.ones(100, int), labels) == 50.0  # plain accuracy: 88
+    pred = labels.copy()
+    pred[:8] = 0  # 8 of class 1 wrong
+    assert mean_class_accuracy(pred, labels) == pytest.approx(100 * (80 / 88 + 1) / 2)
+    balanced = np.repeat([0, 1, 2], 4)
+    pred = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 0, 0])
+    assert mean_class_accuracy(pred, balanced) == pytest.approx(100 * np.mean(pred == balanced))
 
 
 def test_pool_must_be_disjoint_from_targets():

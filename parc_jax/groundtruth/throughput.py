@@ -50,13 +50,14 @@ def measure_throughput(
     x = jnp.asarray(rng.normal(size=(batch_size, image_size, image_size, 3)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 2, size=batch_size), jnp.int32)
     mask = jnp.asarray(class_mask(2, head_width))
+    weights = jnp.asarray(class_mask(2, head_width), jnp.float32)
     t = time.perf_counter()
-    state, loss = _train_step(state, x, y, mask, model=model, opt=opt)
+    state, loss = _train_step(state, x, y, mask, weights, model=model, opt=opt)
     loss.block_until_ready()
     compile_train = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(steps):
-        state, loss = _train_step(state, x, y, mask, model=model, opt=opt)
+        state, loss = _train_step(state, x, y, mask, weights, model=model, opt=opt)
     loss.block_until_ready()
     train_ips = steps * batch_size / (time.perf_counter() - t)
     xe = jnp.zeros((eval_batch_size, image_size, image_size, 3), jnp.float32)
