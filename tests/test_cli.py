@@ -20,6 +20,7 @@ from toybank import K, toy_bank
 from parc_jax import score
 from parc_jax.api import score_bank
 from parc_jax.bank import Bank, Target, bank_to_tree, write_bank
+from parc_jax.defaults import SORT_BY
 from parc_jax.scorers.registry import BANK_LEVEL, SCORERS
 
 
@@ -402,7 +403,7 @@ def test_default_table_fits_120_columns_and_wide_shows_every_method(capsys):
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= 120, max(lines, key=len)
     header = lines[1].split()
-    assert header[:6] == ["#", "model", "architecture", "oracle", "%", "parc"]
+    assert header[:6] == ["#", "model", "architecture", "oracle", "%", SORT_BY]
     hidden = [line for line in lines if line.startswith("not shown (")]
     assert hidden and "--wide shows every column" in hidden[0]
     assert lines[15].startswith("higher = predicted to transfer better")  # after 12 rows

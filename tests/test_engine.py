@@ -18,10 +18,12 @@ from toybank import toy_bank as _bank
 from parc_jax import engine, reference
 from parc_jax.api import ScoreResult, probe_subsample, score_bank
 from parc_jax.bank import Bank, ModelEntry, Target, write_bank
+from parc_jax.defaults import SORT_BY
 from parc_jax.scorers.logistic import stratified_half
 from parc_jax.scorers.registry import BANK_LEVEL, PROBS, SCORERS
 
-ALL = [*SCORERS, *BANK_LEVEL]
+# "all": the default sort first (defaults.SORT_BY), then the registry's order
+ALL = [SORT_BY, *(m for m in [*SCORERS, *BANK_LEVEL] if m != SORT_BY)]
 
 
 @pytest.fixture(scope="module")

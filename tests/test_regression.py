@@ -286,10 +286,10 @@ def test_version_1_banks_still_read(tmp_path):
     path.write_bytes(_codec.encode({**single, "version": 2}))
     with pytest.raises(B.BankError, match="target field 'task': is missing"):
         B.read_bank(path)
-    # the packaged example bank is a version-1 file and reads as classification
+    # the packaged example bank is written by this version and declares its task
     example = score.example_bank_path()
     raw = msgpack.unpackb(open(example, "rb").read(), raw=False, strict_map_key=False)
-    assert raw["version"] == 1
+    assert raw["version"] == 2 and raw["target"]["task"] == "classification"
     assert B.open_bank(example).target.task == "classification"
 
 
