@@ -810,8 +810,8 @@ def recommend(record: Mapping[str, Any]) -> dict[str, Any]:
     learned = methods.get("learned", {}).get("vs_source_accuracy")
     ships = bool(learned and learned["low"] > 0)
     if ships:
-        return {"sort_by": "learned", "learned_ships": True,
-                "rule": "learned beats source accuracy alone (paired interval above zero)"}  # fmt: skip
+        rule = "learned beats source accuracy alone (paired interval above zero)"
+        return {"sort_by": "learned", "learned_ships": True, "rule": rule}
     best = recommend_candidates(record)
     if best is None:
         return {"sort_by": "parc", "learned_ships": False,

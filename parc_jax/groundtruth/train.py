@@ -531,8 +531,8 @@ class GridResult:
     ``val_accuracies``: balanced validation accuracy per trained rate (:func:`balanced_accuracy`).
     ``status``: per trained rate, ``"ok"``, ``"collapsed"`` (balanced validation accuracy
     within ``collapse_margin`` points of ``100 / K``, the score of a model that predicts one
-    class) or ``"diverged"`` (non-finite weights). ``all_failed``: no rate trained without collapsing or diverging; the
-    best of them is kept and must be flagged by the caller.
+    class) or ``"diverged"`` (non-finite weights). ``all_failed``: no rate trained without
+    collapsing or diverging; the best of them is kept and must be flagged by the caller.
     """
 
     lr: float

@@ -9,7 +9,7 @@ best rate is at an edge. omniglot2 is not a target: with ~5 training images per 
 16 x 16, its transfers landed within a few points of chance. Runs on a target (fine-tuning,
 from scratch, references) use the class-balanced loss and are chosen on balanced validation
 accuracy: pneumonia trains on 88 % one class, and without it a mixer predicted that class at
-every learning rate. Sized for ~1.5 h on 2 CPU cores:
+every learning rate. Ran in 40 min on 2 CPU cores:
 see benchmarks/groundtruth.
 """
 
