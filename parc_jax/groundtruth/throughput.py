@@ -19,6 +19,7 @@ from parc_jax.groundtruth.train import (
     _Opt,
     _train_step,
     class_mask,
+    class_weights,
     init_state,
     state_variables,
 )
@@ -50,7 +51,7 @@ def measure_throughput(
     x = jnp.asarray(rng.normal(size=(batch_size, image_size, image_size, 3)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 2, size=batch_size), jnp.int32)
     mask = jnp.asarray(class_mask(2, head_width))
-    weights = jnp.asarray(class_mask(2, head_width), jnp.float32)
+    weights = jnp.asarray(class_weights(np.asarray(y), head_width, balanced=False))
     t = time.perf_counter()
     state, loss = _train_step(state, x, y, mask, weights, model=model, opt=opt)
     loss.block_until_ready()

@@ -453,6 +453,19 @@ def extract(
     return np.concatenate(feats), np.concatenate(logits)
 
 
+def predicted_classes(
+    model: nn.Module,
+    variables: Mapping[str, Any],
+    split: Split,
+    *,
+    num_classes: int,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Top-1 class ``[n]`` of ``model`` on ``split``, among the dataset's ``num_classes``."""
+    _, logits = predict(model, variables, split.images, batch_size=batch_size)
+    return np.argmax(logits[:, :num_classes], axis=1)
+
+
 def accuracy(
     model: nn.Module,
     variables: Mapping[str, Any],
@@ -462,8 +475,9 @@ def accuracy(
     batch_size: int = 256,
 ) -> float:
     """Top-1 accuracy in percent of ``model`` on ``split`` (classes beyond K masked)."""
-    _, logits = predict(model, variables, split.images, batch_size=batch_size)
-    pred = np.argmax(logits[:, :num_classes], axis=1)
+    pred = predicted_classes(
+        model, variables, split, num_classes=num_classes, batch_size=batch_size
+    )
     return float(100.0 * np.mean(pred == split.labels))
 
 
@@ -481,8 +495,10 @@ def balanced_accuracy(
     ``100 / K`` whatever the class proportions, which is what makes it the validation measure
     of :func:`grid_search` on skewed splits.
     """
-    _, logits = predict(model, variables, split.images, batch_size=batch_size)
-    return mean_class_accuracy(np.argmax(logits[:, :num_classes], axis=1), split.labels)
+    pred = predicted_classes(
+        model, variables, split, num_classes=num_classes, batch_size=batch_size
+    )
+    return mean_class_accuracy(pred, split.labels)
 
 
 def mean_class_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
