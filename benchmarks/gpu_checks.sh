@@ -2,7 +2,7 @@
 # Every GPU check of the engine, for a machine with one NVIDIA GPU and a CUDA build of JAX, as
 # two calls of at most 6 minutes each (a device lease is 15 minutes in all):
 #
-#     STAGES=tests benchmarks/gpu_checks.sh OUTDIR              # <= 5.7 min
+#     STAGES="tests exact" benchmarks/gpu_checks.sh OUTDIR      # <= 5.9 min
 #     STAGES="targets profile" benchmarks/gpu_checks.sh OUTDIR  # <= 6 min
 #
 # tests: every GPU-eligible engine, scorer and statistics test against the NumPy/SciPy
@@ -11,15 +11,16 @@
 # 1,000 models (n = 500, d = 2048): fast PARC and its largest |difference| from float64, exact
 # PARC, the 13 scorers together, end to end (one chunk, and chunks of 250 to overlap transfer
 # and compute), host-to-device GB/s, logistic alone, and the newer scorers. profile: PARC's
-# pieces. Also: assembly (the host's chunk assembly), sweep (the throughput sweep), compile
-# (every program's compile time).
+# pieces. exact: the exact PCA by eigh and by certified subspace iteration (the accelerators'
+# default) on 1,000 models, time and accuracy. Also: assembly (the host's chunk assembly),
+# sweep (the throughput sweep), compile (every program's compile time).
 # Each stage has its own time limit and writes as it goes, so a stage that fails or runs out
 # of time leaves the others' results.
 #
-# OUTDIR (default benchmarks/results/gpu) gets at most 8 files: run.log (everything printed),
+# OUTDIR (default benchmarks/results/gpu) gets at most 10 files: run.log (everything printed),
 # tests-junit.xml, targets-gpu.{json,md}, targets-logistic-gpu.{json,md},
-# targets-newer-gpu.{json,md}, profile_parc-gpu.json (assembly, sweep and compile add their
-# own).
+# targets-newer-gpu.{json,md}, profile_parc-gpu.json, exact_pca-gpu.{json,md} (assembly, sweep
+# and compile add their own).
 # SMOKE=1 runs the same stages at toy sizes (about 3 minutes on 2 CPU cores): try the script
 # there before spending device time on it.
 set -uo pipefail
@@ -38,6 +39,7 @@ newer=(--repeats 2 --parc-chunk-sizes --e2e-chunk-sizes --methods sfda nleep pac
   pactran_gamma pactran_gauss ncti_seli ncti_ncc ncti_vc etran lfc)
 logistic=(--repeats 1 --e2e-repeats 1 --methods logistic --parc-chunk-sizes)
 tests=(-k "not eight_cpu_devices and not deadlock")
+exact=(--models 1000 --widths 2048 --repeats 2 --no-banks)
 sweep=(--batch-sizes 1 16 64 256 1024 --chunk-size 256 --methods parc logme hscore
   hscore_shrink gbc gbc_spherical knn leep nce dds rsa transrate logistic heuristic sfda nleep
   pactran_dir pactran_gamma pactran_gauss ncti_seli ncti_ncc ncti_vc etran lfc)
@@ -51,12 +53,13 @@ if [[ ${SMOKE:-0} == 1 ]]; then
     --methods logistic --parc-chunk-sizes)
   newer=(--repeats 1 --models 16 --chunk-sizes 16 --d 256 "${small[@]}" --parc-chunk-sizes
     --e2e-chunk-sizes --methods sfda lfc)
-  tests=(-k "matches_reference_for_every_scorer")
+  tests=(-k "matches_reference_for_every_scorer or certified")
+  exact=(--models 4 --n 120 --widths 256 --repeats 1 --no-banks --synthetic-models 3)
   sweep=(--batch-sizes 1 4 --chunk-size 4 --widths 64 128 --repeats 1 "${small[@]}"
     --methods parc leep logistic)
 fi
 
-stages=${STAGES:-tests targets profile}
+stages=${STAGES:-tests exact targets profile}
 stage() { echo "=== $* ($(date -u +%H:%M:%S))" | tee -a "$log"; }
 want() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -73,12 +76,18 @@ if want tests; then
   $py -c "import xdist" 2>/dev/null && workers=(-n "${WORKERS:-12}" --dist worksteal)
   # one compilation cache for every worker (conftest's default is one per process); the
   # engine and scorer files first, so a time limit cuts the CLI's test, not theirs
-  JAX_COMPILATION_CACHE_DIR=$(mktemp -d) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 320 \
+  JAX_COMPILATION_CACHE_DIR=$(mktemp -d) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 300 \
     $py -m pytest -v "${workers[@]}" -rfE --tb=short --durations=40 \
     -p no:cacheprovider -p no:benchmark --junitxml="$out/tests-junit.xml" \
     tests/test_engine.py tests/test_scorers_parc.py tests/test_scorers_stats.py \
-    tests/test_newer_scorers.py tests/test_regression.py \
+    tests/test_newer_scorers.py tests/test_regression.py tests/test_exact_pca.py \
     tests/test_cli.py::test_no_bank_scores_the_shipped_example "${tests[@]}" 2>&1 | tee -a "$log"
+fi
+
+if want exact; then
+  stage "exact PCA: eigh and certified subspace iteration, 1,000 models"
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 45 $py benchmarks/exact_pca.py "${exact[@]}" \
+    --out "$out/exact_pca-gpu.json" 2>&1 | tee -a "$log"
 fi
 
 if want targets; then

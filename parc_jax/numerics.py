@@ -24,12 +24,14 @@ __all__ = [
     "accurate_sum",
     "average_ranks",
     "center",
+    "certified_exact_pca",
     "column_mask",
     "matmul",
     "pca",
     "pca_many",
     "pca_mode",
     "reduce_features",
+    "reduce_features_certified",
     "reduce_features_many",
     "pearson",
     "row_correlation_distance",
@@ -334,6 +336,105 @@ def _implicit_top_eigenvectors(
     )  # fmt: skip
 
 
+# The engine's exact PCA of a batch (``certified=True`` in :func:`reduce_features_many`): block
+# subspace iteration on the formed Gram / covariance matrix at full float32 precision, with a
+# block of the width plus ``CERTIFIED_OVERSAMPLE`` columns, checked every ``CERTIFIED_CHECK``
+# steps by a Rayleigh-Ritz step and stopped once every one of the top ``width`` Ritz pairs has
+# a residual ``|A v - theta v| <= CERTIFIED_RTOL * theta_1``: then each pair is an exact
+# eigenpair of a matrix within that relative distance of ``A`` (the residual is a backward
+# error), as ``eigh``'s are within a few float32 epsilons, so the subspace is as well
+# determined as ``eigh``'s wherever the spectrum has a gap (docs/metrics.md). A model not
+# certified within ``CERTIFIED_MAX_STEPS`` is flagged, and the engine computes its PCA again
+# with ``eigh`` (under ``vmap`` a ``lax.cond`` would run both branches for every model).
+# Why: on GPUs a batch of ``eigh`` of 500 x 500 runs as one solver call per model, while the
+# iteration is batched matrix products, a batched small Cholesky and batched ``p x p``
+# ``eigh`` calls. Accuracy and certification rates: benchmarks/exact_pca.py.
+# Which solver the engine's exact mode uses: "auto" (certified iteration on accelerators, where
+# it replaces a per-model solver loop; ``eigh`` on CPUs, where LAPACK's per-model ``eigh`` is
+# faster than the iteration: benchmarks/exact_pca.py), "certified" or "eigh". Read when the
+# engine builds its programs.
+EXACT_PCA_SOLVER = "auto"
+CERTIFIED_OVERSAMPLE = 16
+CERTIFIED_CHECK = 4
+CERTIFIED_MAX_STEPS = 48
+CERTIFIED_RTOL = 64 * float(jnp.finfo(jnp.float32).eps)
+
+
+def certified_exact_pca() -> bool:
+    """Whether the engine's exact PCA runs the certified iteration (see ``EXACT_PCA_SOLVER``)."""
+    if EXACT_PCA_SOLVER not in ("auto", "certified", "eigh"):
+        raise ValueError(f"EXACT_PCA_SOLVER: unknown solver {EXACT_PCA_SOLVER!r}")
+    if EXACT_PCA_SOLVER == "auto":
+        return jax.default_backend() != "cpu"
+    return EXACT_PCA_SOLVER == "certified"
+
+
+def _certified_top_eigenvectors(a: jax.Array, width: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Top-``width`` eigenpairs of a symmetric PSD ``a: [s, s]`` by certified subspace
+    iteration (see ``CERTIFIED_RTOL``): ``(values [width] descending, vectors [s, width],
+    certified bool [])``; ``eigh`` itself (certified) when the block would not be smaller
+    than ``a``."""
+    s = a.shape[0]
+    p = width + CERTIFIED_OVERSAMPLE
+    if p >= s:
+        vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
+        return vals[::-1][:width], vecs[:, ::-1][:, :width], jnp.array(True)
+    a = (a + a.T) / 2
+    omega = jax.random.normal(jax.random.key(0), (s, p), a.dtype)
+
+    def ritz(q: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """Rayleigh-Ritz on the block's span: top-``width`` values, vectors, whether every
+        pair's residual passes, and ``A`` times the block (the next step's product)."""
+        q = _ritz_basis(q)
+        aq = matmul(a, q)
+        theta, w = jnp.linalg.eigh(matmul(q.T, aq), symmetrize_input=True)
+        theta, w = theta[::-1][:width], w[:, ::-1][:, :width]
+        vecs = matmul(q, w)
+        residual = matmul(aq, w) - vecs * theta[None, :]
+        worst = jnp.max(jnp.sqrt(jnp.sum(residual * residual, axis=0)))
+        scale = jnp.maximum(theta[0], jnp.finfo(a.dtype).tiny)
+        # a block whose span lost columns to rounding (features of rank below the block) can
+        # miss weak real components among the top ``width``: not certified, eigh decides
+        spans = jnp.sum(jnp.any(q != 0, axis=0)) >= width
+        passed = jnp.logical_and(worst <= CERTIFIED_RTOL * scale, spans)
+        return theta, vecs, passed, aq
+
+    def steps(state):
+        count, q, _ = state
+        q = lax.fori_loop(0, CERTIFIED_CHECK - 1, lambda _, q: _orthonormal_basis(matmul(a, q)), q)
+        _, _, passed, aq = ritz(q)
+        # after the check's eigh: two batched LAPACK calls at once can deadlock XLA:CPU's
+        # pool (see `sequenced`)
+        return count + CERTIFIED_CHECK, _orthonormal_basis(sequenced(aq, passed)), passed
+
+    def going(state):
+        count, _, passed = state
+        return jnp.logical_and(~passed, count < CERTIFIED_MAX_STEPS)
+
+    start = (jnp.int32(0), _orthonormal_basis(matmul(a, omega)), jnp.array(False))
+    _, q, _ = lax.while_loop(going, steps, start)
+    # the returned pairs come from the final block, checked again (one step past the check
+    # that stopped the loop)
+    theta, vecs, passed, _ = ritz(q)
+    return theta, vecs, passed
+
+
+def _ritz_basis(q: jax.Array) -> jax.Array:
+    """An orthonormal basis (to float32 rounding) of the well-represented span of ``q: [s,
+    p]``, as ``p`` columns of which those beyond it are zero.
+
+    The subspace iteration's shifted Cholesky QR leaves ``q^T q`` a few ``p * 1e-7`` from the
+    identity and, when the block is numerically rank deficient, some columns shrunk and nearly
+    dependent; a Rayleigh-Ritz step needs an exactly orthonormal basis. So: the eigenvectors
+    of ``q^T q`` with eigenvalues above ``1e-6`` of the largest (the span, with a condition
+    number below 1e3), scaled to unit length, then one plain Cholesky QR pass (exact to
+    rounding on columns that close to orthonormal)."""
+    mu, v = jnp.linalg.eigh(matmul(q.T, q), symmetrize_input=True)
+    keep = mu > 1e-6 * jnp.maximum(mu[-1], jnp.finfo(q.dtype).tiny)
+    basis = matmul(q, v * jnp.where(keep, lax.rsqrt(jnp.where(keep, mu, 1.0)), 0.0)[None, :])
+    return _cholesky_qr_passes(basis, ~keep, (0.0,))[0]
+
+
 def _pca_width(n_dims: int, n: int, d: int) -> int:
     """Static number of components :func:`pca` returns for ``x: [n, d]``."""
     return max(1, min(n_dims, n - 1, d))
@@ -383,12 +484,21 @@ def pca_many(
 
 
 def _pca_many(
-    x: jax.Array, n_dims: Sequence[int], mask: jax.Array | None, *, spectrum: bool
-) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None]:
-    """:func:`pca_many`, and with ``spectrum`` the :class:`Spectrum` it is computed from (in
-    fast mode, an extra eigenvalue decomposition of the same matrix)."""
+    x: jax.Array,
+    n_dims: Sequence[int],
+    mask: jax.Array | None,
+    *,
+    spectrum: bool,
+    certified: bool = False,
+) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None, jax.Array]:
+    """:func:`pca_many`, with ``spectrum`` the :class:`Spectrum` it is computed from (in fast
+    mode, an extra eigenvalue decomposition of the same matrix), and whether the exact mode's
+    solver certified every width (a bool scalar; always True but for ``certified``, which in
+    exact mode replaces ``eigh`` by :func:`_certified_top_eigenvectors` unless ``spectrum``
+    asks for every eigenvalue anyway)."""
+    ok = jnp.array(True)
     if not n_dims and not spectrum:
-        return [], None
+        return [], None, ok
     n, d = x.shape
     m = column_mask(x, mask)
     d_valid = jnp.sum(m).astype(jnp.int32)
@@ -401,17 +511,25 @@ def _pca_many(
     else:
         a = None  # fast mode multiplies by Xc and Xc^T instead of forming A (see below)
     spec, after = None, None
-    if exact or spectrum:
+    iterate = exact and certified and not spectrum
+    if (exact or spectrum) and not iterate:
         vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
         spec = Spectrum(a, vals) if spectrum else None
         if not exact:
             after = vals  # the widths run their own subspace iterations, after this eigh
+    if iterate:
+        # certified for the widest width = every residual among its top pairs is small, so
+        # the narrower widths' pairs (its leading ones) are certified too
+        top_vals, top_vecs, ok = _certified_top_eigenvectors(a, widths[0])
+        after = top_vals
     done: dict[int, tuple[jax.Array, jax.Array]] = {}
     for width in widths:
         # One factorisation after the other: batched ones must not overlap on XLA:CPU's pool
         # (see `sequenced`).
         xw = xc if after is None else sequenced(xc, after)
-        if exact:
+        if iterate:
+            lam, vec = top_vals[:width], top_vecs[:, :width]
+        elif exact:
             lam, vec = vals[::-1][:width], vecs[:, ::-1][:, :width]
         elif a is None:
             lam, vec = _implicit_top_eigenvectors(xw, gram_side, width)
@@ -419,7 +537,7 @@ def _pca_many(
             lam, vec = _top_eigenvectors(a if after is None else sequenced(a, after), width)
         done[width] = _pca_finish(xw, lam, vec, gram_side, jnp.minimum(width, d_valid))
         after = done[width][0]
-    return [done[_pca_width(k, n, d)] for k in n_dims], spec
+    return [done[_pca_width(k, n, d)] for k in n_dims], spec, ok
 
 
 def _implicit_is_cheaper(n: int, d: int, widths: Sequence[int]) -> bool:
@@ -508,8 +626,37 @@ def reduce_features_many(
     """:func:`reduce_features` at several ``n_dims`` (static; None = pass through), in order,
     with one PCA eigendecomposition for all the widths (:func:`pca_many`); with ``spectrum``
     also the :class:`Spectrum` of the (unreduced) centred features, else None."""
+    out, spec, _ = _reduce_many(features, mask, n_dims, spectrum=spectrum, certified=False)
+    return out, spec
+
+
+def reduce_features_certified(
+    features: jax.Array,
+    mask: jax.Array | None,
+    n_dims: Sequence[int | None],
+    *,
+    spectrum: bool = False,
+) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None, jax.Array]:
+    """:func:`reduce_features_many` for a batch under ``vmap``: in exact mode (without
+    ``spectrum``) the top eigenpairs come from certified subspace iteration instead of a full
+    ``eigh`` (see ``CERTIFIED_RTOL``), and a third output, ``certified: bool []``, says
+    whether they passed the check. A model that did not must be reduced again with
+    :func:`reduce_features_many` (what the engine does); one that did gets the same reduction
+    to float32 resolution. In fast mode, or with ``spectrum``, it is
+    :func:`reduce_features_many` with ``certified`` always True."""
+    return _reduce_many(features, mask, n_dims, spectrum=spectrum, certified=True)
+
+
+def _reduce_many(
+    features: jax.Array,
+    mask: jax.Array | None,
+    n_dims: Sequence[int | None],
+    *,
+    spectrum: bool,
+    certified: bool,
+) -> tuple[list[tuple[jax.Array, jax.Array]], Spectrum | None, jax.Array]:
     widths = [k for k in n_dims if k is not None]
-    pcas, spec = _pca_many(features, widths, mask, spectrum=spectrum)
+    pcas, spec, ok = _pca_many(features, widths, mask, spectrum=spectrum, certified=certified)
     reduced = dict(zip(widths, pcas, strict=True))
     out = []
     for k in n_dims:
@@ -519,7 +666,7 @@ def reduce_features_many(
             out.append((jnp.where(valid[None, :], features, 0.0), valid))
         else:
             out.append(reduced[k])
-    return out, spec
+    return out, spec, ok
 
 
 def row_correlation_distance(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -199,6 +199,21 @@ def test_engine_feature_reduction_uses_highest_precision(mode: str) -> None:
     assert not offenders, "\n".join(offenders)
 
 
+def test_certified_exact_pca_uses_highest_precision() -> None:
+    """The engine's exact PCA by certified subspace iteration (accelerators' default) keeps
+    every product at full float32 precision, like the ``eigh`` route."""
+    offenders = []
+    for n, d in SHAPES:
+        x = _inputs(n, d, 2)
+
+        def reduce(f, m):
+            return numerics.reduce_features_certified(f, m, (N_DIMS, 2 * N_DIMS, None))
+
+        found, _ = low_precision_dots(jax.vmap(reduce), x["features"], x["feature_mask"])
+        offenders += [f"[n={n} d={d}] {o}" for o in found]
+    assert not offenders, "\n".join(offenders)
+
+
 # ---------------------------------------------------------------------------------------------
 # The walker finds what it must
 

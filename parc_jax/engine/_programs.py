@@ -38,32 +38,58 @@ def _count_trace(key: tuple, *trees: Any) -> None:
     TRACE_COUNT[(key, str(shapes))] = TRACE_COUNT.get((key, str(shapes)), 0) + 1
 
 
-def _reduction_fn(dims: tuple[int | None, ...], pca: str, spectrum: bool = False) -> Callable:
+def _reduction_fn(
+    dims: tuple[int | None, ...], pca: str, spectrum: bool = False, certified: bool = False
+) -> Callable:
     """``jit(vmap(features, mask -> ([(reduced, valid) per n_dims], spectrum or None)))``,
-    cached per (dims, pca, spectrum).
+    cached per (dims, pca, spectrum, certified).
 
     The scorers that reduce all start with ``numerics.reduce_features``; the engine does that
     step once per chunk and hands every scorer the reduction at its ``n_dims`` (one
     ``eigh`` serves every width, :func:`numerics.pca_many`). A scorer given reduced features
     and ``n_dims=None`` computes exactly what it computes from the raw ones. With ``spectrum``
     the centred features' ``numerics.Spectrum`` (the PCA's own Gram and eigenvalues) comes
-    too, for the scorers that take it (TransRate's global term)."""
-    key = ("reduce", dims, pca, spectrum)
+    too, for the scorers that take it (TransRate's global term). With ``certified`` the exact
+    PCA is :func:`numerics.reduce_features_certified`'s and the program returns a third
+    output, ``certified: bool [B]``; the models it marks False are reduced again by
+    :func:`_fallback_fn`."""
+    key = ("reduce", dims, pca, spectrum, certified)
     if key in _COMPILED:
         return _COMPILED[key]
+    reduce = numerics.reduce_features_certified if certified else numerics.reduce_features_many
 
     def one_model(features: jax.Array, mask: jax.Array):
         _count_trace(key, features, mask)
         # float16 banks are upcast on the device
-        return numerics.reduce_features_many(
-            features.astype(jnp.float32), mask, dims, spectrum=spectrum
-        )
+        return reduce(features.astype(jnp.float32), mask, dims, spectrum=spectrum)
 
     batched = jax.vmap(one_model)
 
     def run(features, mask):
         with numerics.pca_mode(pca):
             return batched(features, mask)
+
+    _COMPILED[key] = fn = jax.jit(run)
+    return fn
+
+
+def _fallback_fn(dims: tuple[int | None, ...]) -> Callable:
+    """``jit((features, mask, reduced, index [U]) -> reduced)``: the models ``index`` of a
+    chunk reduced again with the exact mode's ``eigh`` and written over their rows of
+    ``reduced`` (the output of a certified :func:`_reduction_fn`). Indices may repeat (the
+    engine pads ``U`` to a power of two so that few shapes compile): a repeated model writes
+    the same values."""
+    key = ("fallback", dims)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    batched = jax.vmap(
+        lambda f, m: numerics.reduce_features_many(f.astype(jnp.float32), m, dims)[0]
+    )
+
+    def run(features, mask, reduced, index):
+        with numerics.pca_mode("exact"):
+            again = batched(features[index], mask[index])
+        return jax.tree_util.tree_map(lambda old, new: old.at[index].set(new), reduced, again)
 
     _COMPILED[key] = fn = jax.jit(run)
     return fn
@@ -225,8 +251,15 @@ class ChunkScorer:
         # methods given the spectrum of the unreduced features, made by the shared PCA
         self.spectral = {m for m in options.methods if SCORERS[m].spectrum and dims[m] is None}
         self.reduce = None
+        # exact PCA by certified iteration, its uncertified models by eigh (numerics)
+        self.certified = (
+            options.pca == "exact" and not self.spectral and numerics.certified_exact_pca()
+        )
+        self.fallback_models = 0  # models the certified iteration left to eigh, all chunks
         if self.widths or self.spectral:
-            self.reduce = _reduction_fn(self.widths, options.pca, bool(self.spectral))
+            self.reduce = _reduction_fn(
+                self.widths, options.pca, bool(self.spectral), self.certified
+            )
         block = None
         if any(SCORERS[m].class_block for m in options.methods) and np.ndim(self.labels) == 1:
             block = class_block_size(np.asarray(self.labels), k)
@@ -273,6 +306,21 @@ class ChunkScorer:
         args = (x["features"], x["feature_mask"])
         return self._executable("pca", self.reduce, args, report, starting)
 
+    def _fall_back(self, x: Mapping[str, Any], outs: Any, certified: Any) -> Any:
+        """``outs`` with the models the certified iteration did not certify reduced again by
+        ``eigh`` (:func:`_fallback_fn`). Waits for the flags: the methods' programs read the
+        reduction, so they could not start earlier anyway."""
+        missing = np.flatnonzero(~np.asarray(certified))
+        if missing.size == 0:
+            return outs
+        self.fallback_models += int(missing.size)
+        size = min(1 << int(missing.size - 1).bit_length(), int(np.shape(certified)[0]))
+        index = np.full(size, missing[0], np.int32)
+        index[: missing.size] = missing
+        args = (x["features"], x["feature_mask"], outs, index)
+        fn = _fallback_fn(self.widths)
+        return self._executable(f"pca (eigh for {size} models)", fn, args, None)(*args)
+
     def compile(
         self,
         x: Mapping[str, Any],
@@ -287,7 +335,7 @@ class ChunkScorer:
         reduced, spectrum = {}, None
         if self.reduce is not None:
             exe = self._reduce_exe(x, report, starting)
-            outs, spectrum = _abstract(exe.out_info, exe.output_shardings)
+            outs, spectrum = _abstract(exe.out_info, exe.output_shardings)[:2]
             reduced = dict(zip(self.widths, outs, strict=True))
         for m, fn in self.fns.items():
             args = self._method_args(m, x, reduced, spectrum)
@@ -307,7 +355,9 @@ class ChunkScorer:
 
         reduced, spectrum = {}, None
         if self.reduce is not None:
-            outs, spectrum = self._reduce_exe(x)(x["features"], x["feature_mask"])
+            outs, spectrum, *certified = self._reduce_exe(x)(x["features"], x["feature_mask"])
+            if certified:
+                outs = self._fall_back(x, outs, certified[0])
             reduced = dict(zip(self.widths, outs, strict=True))
             done("pca", (outs, spectrum))
         out = {}

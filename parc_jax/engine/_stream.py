@@ -4,7 +4,7 @@ stream order."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -15,6 +15,13 @@ from parc_jax.engine._assembly import HostBuffers, _chunks, _prefetch
 from parc_jax.engine._devices import _placement, sharding_mesh
 from parc_jax.engine._programs import CompileRecord, chunk_scorer
 from parc_jax.engine._types import EngineOptions, ModelBatch, TargetInfo
+
+
+def _staged(chunks: Iterable[tuple], shard: Any) -> Iterator[tuple]:
+    """``(key, group, arrays, arrays on the device)`` for each chunk of ``_chunks``: the copy
+    to the device starts here, in the thread that runs this generator (``_prefetch``)."""
+    for key, group, arrays in chunks:
+        yield key, group, arrays, {n: jax.device_put(a, shard) for n, a in arrays.items()}
 
 
 def score_stream(
@@ -76,19 +83,22 @@ def score_stream(
     one_bucket = num_models is not None and num_models <= chunk
     chunks = _chunks(numbered, target, options.methods, chunk, multiple, buffers,
                      one_bucket=one_bucket)  # fmt: skip
-    for key, group, arrays in _prefetch(chunks):
+    # Two threads ahead of this one: the reader assembles chunk i + 2 on the host while the
+    # stager copies chunk i + 1 to the device, both while the device computes chunk i, so
+    # that end to end approaches the slowest of assembly, transfer and compute, not their sum.
+    for key, group, arrays, on_device in _prefetch(_staged(_prefetch(chunks, 1), shard), 1):
         bucket = f"bucket {key[0]} width {arrays['features'].shape[2]}"
         what = f"a chunk of {len(group)} models, {bucket}"
         outs = []
         for idx, scorer in zip(probe_sets, scorers, strict=True):
-            x = arrays
+            # every method's program reads the same device arrays; a subset of the probe is
+            # taken on the device
+            x = on_device
             if idx is not None:
-                x = dict(arrays)
+                x = dict(on_device)
                 for name in ("features", "probs"):
                     if name in x:
-                        x[name] = x[name][:, idx]
-            # on the device once per chunk; every method's program reads the same arrays
-            x = {n: jax.device_put(a, shard) for n, a in x.items()}
+                        x[name] = jax.device_put(x[name][:, idx], shard)
             shape = (id(scorer), *((n, a.shape, a.dtype) for n, a in x.items()))
             if shape not in shapes:  # the compile phase, once per chunk shape
                 shapes.add(shape)
