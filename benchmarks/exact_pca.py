@@ -59,13 +59,14 @@ def time_reduction(args: argparse.Namespace) -> dict:
         for solver in SOLVERS:
             with_solver(solver)
             fn = _programs._reduction_fn((32,), "exact", False, solver == "certified")
-            first, warm = timed(lambda fn=fn: fn(x, mask), args.repeats)
+            first, warm = timed(lambda fn=fn, x=x, mask=mask: fn(x, mask), args.repeats)
             row[solver] = {"first_s": first, "warm_s": warm,
                            "ms_per_model": 1e3 * warm / args.models}  # fmt: skip
             if solver == "certified":
                 row["certified_models"] = int(np.asarray(fn(x, mask)[2]).sum())
+            per_model = 1e3 * warm / args.models
             print(f"  d={d} {solver}: first {first:.2f} s, warm {warm * 1e3:.1f} ms "
-                  f"({1e3 * warm / args.models:.2f} ms/model)", file=sys.stderr, flush=True)  # fmt: skip
+                  f"({per_model:.2f} ms/model)", file=sys.stderr, flush=True)  # fmt: skip
         out[str(d)] = row
     return out
 

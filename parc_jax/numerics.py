@@ -336,7 +336,7 @@ def _implicit_top_eigenvectors(
     )  # fmt: skip
 
 
-# The engine's exact PCA of a batch (``certified=True`` in :func:`reduce_features_many`): block
+# The engine's exact PCA of a batch (:func:`reduce_features_certified`): block
 # subspace iteration on the formed Gram / covariance matrix at full float32 precision, with a
 # block of the width plus ``CERTIFIED_OVERSAMPLE`` columns, checked every ``CERTIFIED_CHECK``
 # steps by a Rayleigh-Ritz step and stopped once every one of the top ``width`` Ritz pairs has
@@ -512,25 +512,24 @@ def _pca_many(
         a = None  # fast mode multiplies by Xc and Xc^T instead of forming A (see below)
     spec, after = None, None
     iterate = exact and certified and not spectrum
-    if (exact or spectrum) and not iterate:
-        vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
-        spec = Spectrum(a, vals) if spectrum else None
-        if not exact:
-            after = vals  # the widths run their own subspace iterations, after this eigh
     if iterate:
         # certified for the widest width = every residual among its top pairs is small, so
         # the narrower widths' pairs (its leading ones) are certified too
         top_vals, top_vecs, ok = _certified_top_eigenvectors(a, widths[0])
         after = top_vals
+    elif exact or spectrum:
+        vals, vecs = jnp.linalg.eigh(a, symmetrize_input=True)
+        spec = Spectrum(a, vals) if spectrum else None
+        top_vals, top_vecs = vals[::-1], vecs[:, ::-1]  # descending
+        if not exact:
+            after = vals  # the widths run their own subspace iterations, after this eigh
     done: dict[int, tuple[jax.Array, jax.Array]] = {}
     for width in widths:
         # One factorisation after the other: batched ones must not overlap on XLA:CPU's pool
         # (see `sequenced`).
         xw = xc if after is None else sequenced(xc, after)
-        if iterate:
+        if exact:
             lam, vec = top_vals[:width], top_vecs[:, :width]
-        elif exact:
-            lam, vec = vals[::-1][:width], vecs[:, ::-1][:, :width]
         elif a is None:
             lam, vec = _implicit_top_eigenvectors(xw, gram_side, width)
         else:

@@ -4,18 +4,17 @@ A chunk of ``B`` models is scored by ``jax.jit(jax.vmap(...))`` programs: one pe
 that reduces the features once to every PCA width the methods use (one eigendecomposition for
 all: ``eigh`` on CPUs; on accelerators, where a batch of ``eigh`` is a loop of solver calls,
 certified subspace iteration, and ``eigh`` for the models it does not certify: see
-``numerics.EXACT_PCA_SOLVER``), then one per method on the reduced features; the target's reference features (rsa, dds) are reduced
-once per probe set, not per model. Full chunks share one shape; a bucket's last, partial
-chunk is padded (with copies of a real model whose results are dropped) to the next power of
-two, so over banks of any sizes a bucket compiles at most ``1 + log2(B)`` programs, each once
-(a second full chunk never recompiles). A model's scores are bitwise the same for the same
-chunk shape; across shapes XLA may round differently (measured up to 1.2e-5 relative, ranks
-unchanged). Models stream in shard by shard from a reader thread that pads chunk i + 2 while a
-stager thread copies chunk i + 1 to the device and the device scores chunk i; host memory
-holds a few chunks, never the whole bank. When
-several accelerators are visible the model axis of each chunk is sharded over a ``Mesh`` of
-them; several XLA:CPU devices share the same cores, and a chunk runs on one of them
-(:func:`sharding_mesh`).
+``numerics.EXACT_PCA_SOLVER``), then one per method on the reduced features; the target's
+reference features (rsa, dds) are reduced once per probe set, not per model. Full chunks share
+one shape; a bucket's last, partial chunk is padded (with copies of a real model whose results
+are dropped) to the next power of two, so over banks of any sizes a bucket compiles at most
+``1 + log2(B)`` programs, each once (a second full chunk never recompiles). A model's scores are
+bitwise the same for the same chunk shape; across shapes XLA may round differently (measured up
+to 1.2e-5 relative, ranks unchanged). Models stream in shard by shard from a reader thread that
+pads chunk i + 2 while a stager thread copies chunk i + 1 to the device and the device scores
+chunk i; host memory holds a few chunks, never the whole bank. When several accelerators are
+visible the model axis of each chunk is sharded over a ``Mesh`` of them; several XLA:CPU devices
+share the same cores, and a chunk runs on one of them (:func:`sharding_mesh`).
 
 Modules: ``_types`` (records, width buckets), ``_methods`` (which methods run), ``_devices``
 (mesh or one CPU device), ``_assembly`` (host-side chunks), ``_programs`` (compiled programs)

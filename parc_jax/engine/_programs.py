@@ -255,7 +255,6 @@ class ChunkScorer:
         self.certified = (
             options.pca == "exact" and not self.spectral and numerics.certified_exact_pca()
         )
-        self.fallback_models = 0  # models the certified iteration left to eigh, all chunks
         if self.widths or self.spectral:
             self.reduce = _reduction_fn(
                 self.widths, options.pca, bool(self.spectral), self.certified
@@ -313,7 +312,6 @@ class ChunkScorer:
         missing = np.flatnonzero(~np.asarray(certified))
         if missing.size == 0:
             return outs
-        self.fallback_models += int(missing.size)
         size = min(1 << int(missing.size - 1).bit_length(), int(np.shape(certified)[0]))
         index = np.full(size, missing[0], np.int32)
         index[: missing.size] = missing
