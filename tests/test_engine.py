@@ -419,6 +419,40 @@ def test_reused_host_buffers_keep_nothing_of_the_last_chunk():
     assert engine._assembly._stack_padded(arrays, 8, np.float32, buffers) is not out
 
 
+def test_prefetch_passes_items_and_errors_and_stops_with_its_consumer():
+    """The prefetch thread yields every item in order, re-raises its source's error in the
+    consumer, and ends when the consumer stops early instead of blocking on a full queue."""
+    import threading
+    import time
+
+    prefetch = engine._assembly._prefetch
+    assert list(prefetch(iter(range(7)), 2)) == list(range(7))
+
+    def failing():
+        yield 1
+        raise OSError("bank file vanished")
+
+    with pytest.raises(OSError, match="vanished"):
+        list(prefetch(failing(), 2))
+
+    pulled: list[int] = []
+
+    def endless():
+        for i in range(10**9):
+            pulled.append(i)
+            yield np.zeros(4)
+
+    before = threading.active_count()
+    stream = prefetch(endless(), 2)
+    next(stream)
+    stream.close()  # what an error downstream of the consumer's loop leads to
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+    assert len(pulled) <= 5  # the thread stopped at its next item
+
+
 def test_threaded_assembly_writes_every_model_and_raises_workers_errors(monkeypatch):
     """A large block is split over threads (forced here on a small one): every model lands in
     its own row, padded with zeros over a stale reused buffer, converted to the block's dtype,

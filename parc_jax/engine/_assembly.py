@@ -212,23 +212,41 @@ def _chunks(
 
 
 def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``it`` in a thread, ``depth`` items ahead: reading and padding overlap compute."""
+    """Run ``it`` in a thread, ``depth`` items ahead: reading and padding overlap compute.
+
+    A consumer that stops early (an error downstream, a closed generator) stops the thread
+    too, at its next item: it does not stay blocked on a full queue holding chunks."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def work() -> None:
         try:
             for item in it:
-                q.put((True, item))
+                if not put((True, item)):
+                    return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
-            q.put((False, exc))
-        q.put((True, done))
-
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        ok, item = q.get()
-        if not ok:
-            raise item
-        if item is done:
+            put((False, exc))
             return
-        yield item
+        put((True, done))
+
+    threading.Thread(target=work, daemon=True, name="parc-jax-prefetch").start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
