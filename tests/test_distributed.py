@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from parc_jax.bank import Bank, write_bank
+from parc_jax.defaults import PRIOR_SUFFIX
+from parc_jax.scorers.registry import BANK_LEVEL
 from parc_jax.synthetic import synthetic_bank
 
 
@@ -116,26 +118,26 @@ def test_multi_process_equals_single_process(shard_dir, tmp_path, processes):
 
 
 def _normalised(method: str) -> bool:
-    """Columns normalised over the whole bank: ncti (min-max of its parts) and every ``+l``
-    (a z-score)."""
-    return method.split("+")[0] == "ncti" or method.endswith("+l")
+    """Columns normalised over the whole bank: the bank-level scores (ncti: min-max of its
+    parts) and every depth-prior column (a z-score)."""
+    return method.removesuffix(PRIOR_SUFFIX) in BANK_LEVEL or method.endswith(PRIOR_SUFFIX)
 
 
 def _carried(method: str, moved: dict[str, float], column) -> float:
     """The bound on a bank-normalised column, carried from how far the per-model columns it
-    is made of moved between the two runs: min-max moves a value by at most ``4 d / range``
-    and a z-score by at most ``4 d / std`` when its inputs move by ``d``, plus float32
-    rounding of the result. So these columns must agree as well as their parts agree; a
-    per-process normalisation would move them by O(1)."""
-    base = method.split("+")[0]
-    if base == "ncti":
-        parts = ("ncti_seli", "ncti_ncc", "ncti_vc")
+    is made of moved between the two runs: min-max (ncti's combine) moves a value by at most
+    ``4 d / range`` and a z-score by at most ``4 d / std`` when its inputs move by ``d``; each
+    step adds 1e-5 of float32 rounding of its result. So these columns must agree as well as
+    their parts agree; a per-process normalisation would move them by O(1)."""
+    base = method.removesuffix(PRIOR_SUFFIX)
+    if base in BANK_LEVEL:
+        parts, _ = BANK_LEVEL[base]
         d = sum(4 * moved[p] / float(np.ptp(column(p))) for p in parts) + 1e-5
     else:
         d = moved[base]
-    if method.endswith("+l"):
+    if method.endswith(PRIOR_SUFFIX):
         d = 4 * d / float(np.std(column(base), ddof=1)) + 1e-5
-    return d + 1e-5
+    return d
 
 
 def _assert_ranks_agree(got: list, want: list, method: str, atol: float) -> None:
